@@ -1,0 +1,214 @@
+"""Cache of NVRTC compiles: in memory, and on disk under ~/.cache/mlbh.
+
+The key is a sha256 over everything that can change the cubin: source, arch,
+options, NVRTC and CuPy versions, the CUDA header dir, and CACHE_FORMAT_VERSION.
+A disk entry is
+
+    MAGIC | sha256(payload) as hex | "\\n" | payload
+    payload = JSON metadata (log, kernels) | "\\n" | cubin bytes
+
+and is written to a temp file, fsynced, then os.replace'd into place, so readers
+see either the old entry or the whole new one. An entry whose magic, checksum,
+metadata or ELF header is off is deleted and recompiled, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import warnings
+
+from . import nvrtc
+from .nvrtc import CubinResult
+
+CACHE_FORMAT_VERSION = 1
+MAGIC = b"MLBHCUBIN1\n"
+ELF_MAGIC = b"\x7fELF"
+_CHECKSUM_LEN = 64  # hex sha256
+
+_lock = threading.Lock()
+_memory: dict = {}
+_stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0, "corrupt": 0}
+
+
+class CorruptEntry(Exception):
+    """A disk entry that must not be trusted."""
+
+
+def cache_dir() -> str:
+    """Root of the on-disk cache; MLBH_CACHE_DIR overrides ~/.cache/mlbh."""
+    override = os.environ.get("MLBH_CACHE_DIR")
+    if override:
+        return override
+    return os.path.join(os.path.expanduser("~"), ".cache", "mlbh")
+
+
+def cubin_dir() -> str:
+    return os.path.join(cache_dir(), "cubin")
+
+
+def _cupy_version() -> str:
+    try:
+        import cupy
+        return cupy.__version__
+    except Exception:  # cupy may fail to import fully where only NVRTC works
+        return "unknown"
+
+
+def cache_key(source: str, arch: str, options=()) -> str:
+    """Hex sha256 identifying one compile."""
+    ingredients = {
+        "format": CACHE_FORMAT_VERSION,
+        "source": source,
+        "arch": nvrtc.normalize_arch(arch),
+        "options": list(options),
+        "nvrtc": list(nvrtc.nvrtc_version()),
+        "cupy": _cupy_version(),
+        "include_dir": nvrtc.cuda_include_dir() or "",
+    }
+    blob = json.dumps(ingredients, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def entry_path(key: str) -> str:
+    return os.path.join(cubin_dir(), key[:2], key + ".entry")
+
+
+# ------------------------------------------------------------------------ encoding
+
+def encode_entry(result: CubinResult) -> bytes:
+    meta = json.dumps({"log": result.log, "kernels": result.kernels}).encode("utf-8")
+    payload = meta + b"\n" + result.cubin  # compact JSON has no raw newline
+    checksum = hashlib.sha256(payload).hexdigest().encode("ascii")
+    return MAGIC + checksum + b"\n" + payload
+
+
+def decode_entry(data: bytes) -> CubinResult:
+    """Parse and verify an entry; raises CorruptEntry on any inconsistency."""
+    header_len = len(MAGIC) + _CHECKSUM_LEN + 1
+    if len(data) < header_len or not data.startswith(MAGIC):
+        raise CorruptEntry("bad magic or truncated header")
+    checksum = data[len(MAGIC):len(MAGIC) + _CHECKSUM_LEN]
+    payload = data[header_len:]
+    if hashlib.sha256(payload).hexdigest().encode("ascii") != checksum:
+        raise CorruptEntry("checksum mismatch")
+    meta_bytes, sep, cubin = payload.partition(b"\n")
+    if not sep or not cubin.startswith(ELF_MAGIC):
+        raise CorruptEntry("payload is not metadata + ELF cubin")
+    try:
+        meta = json.loads(meta_bytes.decode("utf-8"))
+        return CubinResult(cubin=cubin, log=meta["log"], kernels=meta["kernels"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptEntry(f"bad metadata: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- disk
+
+def _read_entry(key: str):
+    """The cached result, or None when absent; a corrupt entry is deleted."""
+    path = entry_path(key)
+    try:
+        with open(path, "rb") as entry:
+            data = entry.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        warnings.warn(f"mlbh compile cache: cannot read {path}: {exc}")
+        return None
+    try:
+        return decode_entry(data)
+    except CorruptEntry as exc:
+        with _lock:
+            _stats["corrupt"] += 1
+        warnings.warn(f"mlbh compile cache: discarding corrupt entry {path} ({exc})")
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return None
+
+
+def _write_entry(key: str, result: CubinResult):
+    """Atomically store an entry; a cache that cannot be written only warns."""
+    path = entry_path(key)
+    folder = os.path.dirname(path)
+    temp_path = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".entry")
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(encode_entry(result))
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_path, path)
+        temp_path = None
+        _fsync_dir(folder)
+    except OSError as exc:
+        warnings.warn(f"mlbh compile cache: cannot write {path}: {exc}")
+    finally:
+        if temp_path is not None:
+            try:
+                os.remove(temp_path)
+            except OSError:
+                pass
+
+
+def _fsync_dir(folder: str):
+    # Makes the rename itself durable; not all filesystems allow it, and it is optional.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------- API
+
+def cached_compile_cubin(source: str, arch: str = "sm_80", options: tuple = ()) -> CubinResult:
+    """compile_cubin, answered from memory, then disk, then NVRTC."""
+    options = tuple(options)
+    key = cache_key(source, arch, options)
+    with _lock:
+        result = _memory.get(key)
+        if result is not None:
+            _stats["memory_hits"] += 1
+            return result
+    result = _read_entry(key)
+    if result is not None:
+        with _lock:
+            _stats["disk_hits"] += 1
+            _memory[key] = result
+        return result
+    result = nvrtc.compile_cubin(source, arch, options)
+    _write_entry(key, result)
+    with _lock:
+        _stats["misses"] += 1
+        _memory[key] = result
+    return result
+
+
+def cache_stats() -> dict:
+    """Counters since start (or reset): memory_hits, disk_hits, hits, misses, corrupt."""
+    with _lock:
+        stats = dict(_stats)
+    stats["hits"] = stats["memory_hits"] + stats["disk_hits"]
+    return stats
+
+
+def reset_cache_stats():
+    with _lock:
+        for name in _stats:
+            _stats[name] = 0
+
+
+def clear_memory_cache():
+    """Forget in-memory results (disk entries stay); counters are kept."""
+    with _lock:
+        _memory.clear()
