@@ -97,14 +97,25 @@ def _dot_vjp(cts, ins, outs, dimension_numbers):
     ct_batch = list(range(nb))
     ct_a = list(range(nb, nb + len(af)))
     ct_b = list(range(nb + len(af), len(ct.shape)))
-    # d a = ct . b over b's free axes; result axes: batch, a's free, then b's contracted axes
-    ga = lax.dot_general(ct, b, ((ct_b, bf), (ct_batch, rb)))
-    ga_axes = list(lb) + af + [lc[list(rc).index(d)] for d in sorted(rc)]
-    ga = lax.transpose(ga, [ga_axes.index(d) for d in range(len(a.shape))])
-    gb = lax.dot_general(ct, a, ((ct_a, af), (ct_batch, lb)))
-    gb_axes = list(rb) + bf + [rc[list(lc).index(d)] for d in sorted(lc)]
-    gb = lax.transpose(gb, [gb_axes.index(d) for d in range(len(b.shape))])
+    # d a = ct . b summed over b's free axes; d b = a . ct summed over a's free axes
+    ga = _contract_to(a, ct, ct_b, ct_batch, b, bf, rb, lb, af, lc, rc)
+    gb = _contract_to(b, ct, ct_a, ct_batch, a, af, lb, rb, bf, rc, lc)
     return [ga, gb]
+
+
+def _contract_to(target, ct, ct_other, ct_batch, other, other_free, other_batch, batch, free, contract,
+                 other_contract):
+    """Cotangent of `target` as dot_general(ct, other) or dot_general(other, ct), whichever
+    lands in target's layout without a transpose (then none is needed at all)."""
+    ndim = len(target.shape)
+    pairs = [other_contract.index(d) for d in sorted(other_contract)]
+    rest = [contract[i] for i in pairs]  # target axes of other's leftover (contracted) axes
+    ct_first = list(batch) + free + rest
+    other_first = list(batch) + rest + free
+    if other_first == list(range(ndim)) and ct_first != list(range(ndim)):
+        return lax.dot_general(other, ct, ((other_free, ct_other), (other_batch, ct_batch)))
+    g = lax.dot_general(ct, other, ((ct_other, other_free), (ct_batch, other_batch)))
+    return lax.transpose(g, [ct_first.index(d) for d in range(ndim)])
 
 
 register("dot_general", shape=_dot_shape, impl=_dot_impl, vjp=_dot_vjp, kind="dot")

@@ -1,0 +1,449 @@
+"""Fusion: partition a prepared Graph into kernels and library calls.
+
+1. Decide which values are materialized (live in memory): graph inputs and outputs,
+   constants, reduction results, dot_general operands and results, scatter results, and
+   any non-trivial value read more than once. Everything else is inlined into its
+   readers as an expression; movement ops become index arithmetic.
+2. Every materialized value computed by fusible eqns is a "root". Roots are grouped into
+   row kernels: roots over the same iteration space share loops, and an elementwise root
+   that reads a reduction of its own row (softmax, layer_norm, cross-entropy, their
+   backward passes) joins the reduction's kernel in a later loop.
+3. dot_general becomes a library call (numpy BLAS / cuBLAS) on views of its operands.
+"""
+from dataclasses import dataclass, field
+
+from mlbh.tracer import dtypes
+from mlbh.tracer.ir import Graph
+
+from . import indexing as ix
+from .kernel_ir import Buffer, Kernel, Node, Reduction, Store, accumulator_dtype
+
+REDUCTIONS = ("reduce_sum", "reduce_max", "argmax")
+CHEAP = ("broadcast_in_dim", "reshape", "transpose", "slice", "full", "iota", "convert", "neg",
+         "stop_gradient")
+VIEW_OPS = ("transpose", "reshape")
+ELEMENTWISE = ("neg", "exp", "log", "tanh", "sqrt", "rsqrt", "erf", "add", "sub", "mul", "div",
+               "max", "min", "pow", "lt", "le", "eq", "ne", "select", "convert")
+
+
+class Unfusable(Exception):
+    """A root cannot join a kernel (it would read a same-kernel value at another index)."""
+
+
+@dataclass
+class DotCall:
+    """out = dot_general(view(a), view(b)); a view is a chain of transposes/reshapes of a buffer."""
+    out: str
+    a: str
+    b: str
+    a_view: list
+    b_view: list
+    dimension_numbers: tuple
+    source: str = ""
+
+
+@dataclass
+class Program:
+    graph: Graph
+    buffers: dict                 # name -> Buffer
+    inputs: list                  # buffer names of graph inputs, in order
+    outputs: list                 # buffer names of graph outputs, in order
+    constants: dict               # buffer name -> numpy array
+    steps: list                   # Kernel | DotCall, in execution order
+    var_names: dict = field(default_factory=dict)
+
+    @property
+    def kernels(self):
+        return [s for s in self.steps if isinstance(s, Kernel)]
+
+    def intermediates(self):
+        fixed = set(self.inputs) | set(self.outputs) | set(self.constants)
+        return [n for n in self.buffers if n not in fixed]
+
+
+@dataclass
+class _Root:
+    var: object
+    kind: str          # point | reduce | scatter
+    eqn: object
+    space: tuple       # iteration space: the shape iterated
+    axes: tuple = ()   # reduced axes (reduce only)
+
+
+@dataclass
+class _Group:
+    roots: list
+    space: tuple
+    axes: tuple
+    index: int
+    scatter: bool = False
+
+
+def _effective_uses(graph, materialized_hint):
+    """How many times each value would be computed if inlined: cheap ops pass uses through."""
+    uses = {v: 0 for v in graph.inputs}
+    for v in graph.outputs:
+        uses[v] = uses.get(v, 0) + 1
+    for e in reversed(graph.eqns):
+        passes_through = e.prim in CHEAP and e.outputs[0] not in materialized_hint
+        weight = uses.get(e.outputs[0], 0) if passes_through else 1
+        for v in e.inputs:
+            uses[v] = uses.get(v, 0) + max(weight, 1 if not passes_through else weight)
+    return uses
+
+
+def _view_chain(var, producers, materialized):
+    """For a dot operand: (base var, [(op, params)...]) if it is a transpose/reshape chain of a
+    materialized value, else (var, [])."""
+    chain = []
+    v = var
+    while v not in materialized and v in producers and producers[v].prim in VIEW_OPS:
+        e = producers[v]
+        chain.append((e.prim, dict(e.params)))
+        v = e.inputs[0]
+    if v in materialized or v not in producers or producers[v].prim not in VIEW_OPS:
+        return v, chain[::-1]
+    return var, []
+
+
+def _materialized(graph):
+    producers = graph.producers()
+    m = set(graph.inputs) | set(graph.outputs)
+    for e in graph.eqns:
+        if e.prim in REDUCTIONS + ("scatter_add", "constant", "dot_general"):
+            m.update(e.outputs)
+    for e in graph.eqns:
+        if e.prim == "dot_general":
+            for v in e.inputs:
+                base, _ = _view_chain(v, producers, m)
+                m.add(base)
+    uses = _effective_uses(graph, m)
+    for e in graph.eqns:
+        v = e.outputs[0]
+        if uses.get(v, 0) >= 2 and e.prim not in CHEAP:
+            m.add(v)
+    return m, producers
+
+
+class _Names:
+    def __init__(self):
+        self.names = {}
+
+    def __call__(self, var):
+        if var not in self.names:
+            self.names[var] = f"b{len(self.names)}"
+        return self.names[var]
+
+
+class ExprBuilder:
+    """Builds the Node for a value at a multi-index, inside one kernel group."""
+
+    def __init__(self, plan, group):
+        self.plan = plan
+        self.group = group
+        self.memo = {}
+        self.reads = set()
+        self.outer_shape = tuple(d for i, d in enumerate(group.space) if i not in group.axes)
+        self.inner_shape = tuple(group.space[i] for i in group.axes)
+        self.outer = ix.unravel(ix.ivar("o"), self.outer_shape)
+        self.inner = ix.unravel(ix.ivar("r"), self.inner_shape)
+        self.in_group = {r.var: r for r in group.roots}
+
+    def domain(self):
+        """The multi-index of one element of the iteration space, split into (o, r)."""
+        comps, oi, ri = [], 0, 0
+        for i in range(len(self.group.space)):
+            if i in self.group.axes:
+                comps.append(self.inner[ri]); ri += 1
+            else:
+                comps.append(self.outer[oi]); oi += 1
+        return tuple(comps)
+
+    def value(self, var, comps):
+        key = (var, comps)
+        if key not in self.memo:
+            self.memo[key] = self._value(var, tuple(comps))
+        return self.memo[key]
+
+    def _value(self, var, comps):
+        plan = self.plan
+        if var in plan.materialized:
+            root = self.in_group.get(var)
+            if root is None:
+                self.reads.add(var)
+                return Node("load", (ix.ravel(comps, var.shape),), var.dtype, (plan.names(var),))
+            if root.kind == "reduce":
+                if comps != self.outer:
+                    raise Unfusable
+                return Node("rowval", (), var.dtype, (plan.names(var),))
+            same_element = var.shape == self.group.space and comps == self.domain()
+            same_row = var.shape == self.outer_shape and comps == self.outer
+            if not (same_element or same_row):
+                raise Unfusable
+        return self.compute(plan.producers[var], var, comps)
+
+    def compute(self, e, var, comps):
+        p, prim = e.params, e.prim
+        if prim in ELEMENTWISE:
+            args = tuple(self.value(v, comps) for v in e.inputs)
+            return Node(prim, args, var.dtype, (p["dtype"],) if prim == "convert" else ())
+        if prim == "stop_gradient":
+            return self.value(e.inputs[0], comps)
+        if prim == "full":
+            return Node("const", (), var.dtype, (p["value"],))
+        if prim == "iota":
+            return Node("to_value", (ix.as_node(comps[p["dimension"]]),), var.dtype)
+        if prim == "broadcast_in_dim":
+            x = e.inputs[0]
+            inner = tuple(ix.iconst(0) if x.shape[i] == 1 else comps[d]
+                          for i, d in enumerate(p["broadcast_dimensions"]))
+            return self.value(x, inner)
+        if prim == "transpose":
+            perm = p["permutation"]
+            inner = [None] * len(perm)
+            for j, axis in enumerate(perm):
+                inner[axis] = comps[j]
+            return self.value(e.inputs[0], tuple(inner))
+        if prim == "reshape":
+            x = e.inputs[0]
+            return self.value(x, ix.unravel(ix.ravel(comps, var.shape), x.shape))
+        if prim == "slice":
+            inner = tuple(ix.iadd(ix.imul(ix.as_node(c), st), ix.iconst(s))
+                          for c, s, st in zip(comps, p["start_indices"], p["strides"]))
+            return self.value(e.inputs[0], inner)
+        if prim == "pad":
+            return self._pad(e, var, comps)
+        if prim == "concatenate":
+            return self._concatenate(e, var, comps)
+        if prim == "gather":
+            operand, indices = e.inputs
+            axis, k = p["axis"], len(indices.shape)
+            picked = self.value(indices, comps[axis:axis + k])
+            at = Node("to_index", (picked,), "int64", (operand.shape[axis],))
+            return self.value(operand, comps[:axis] + (at,) + comps[axis + k:])
+        if prim == "random_bits":
+            key = e.inputs[0]
+            k0 = self.value(key, (ix.iconst(0),))
+            k1 = self.value(key, (ix.iconst(1),))
+            return Node("philox", (k0, k1, ix.ravel(comps, var.shape)), "uint32")
+        raise NotImplementedError(f"fusion: cannot inline primitive {prim!r}")
+
+    def _pad(self, e, var, comps):
+        x = e.inputs[0]
+        cfg = e.params["padding_config"]
+        valid = None
+        inner = []
+        for c, d, (lo, _, it) in zip(comps, x.shape, cfg):
+            c = ix.as_node(c)
+            if lo == 0 and it == 0:
+                inner.append(c)
+                ok = Node("lt", (c, ix.iconst(d)), "bool")
+            else:
+                shifted = Node("sub", (c, ix.iconst(lo)), "int64")
+                step = it + 1
+                ok = Node("le", (ix.iconst(lo), c), "bool")
+                pos = Node("div", (Node("max", (shifted, ix.iconst(0)), "int64"), ix.iconst(step)), "int64")
+                if step > 1:
+                    on_grid = Node("eq", (Node("mod", (Node("max", (shifted, ix.iconst(0)), "int64"),
+                                                       ix.iconst(step)), "int64"), ix.iconst(0)), "bool")
+                    ok = Node("and", (ok, on_grid), "bool")
+                ok = Node("and", (ok, Node("lt", (pos, ix.iconst(d)), "bool")), "bool")
+                inner.append(Node("to_index", (pos,), "int64", (d,)))
+            valid = ok if valid is None else Node("and", (valid, ok), "bool")
+        loaded = self.value(x, tuple(inner))
+        fill = Node("const", (), var.dtype, (e.params["padding_value"],))
+        return Node("select", (valid, loaded, fill), var.dtype)
+
+    def _concatenate(self, e, var, comps):
+        dim = e.params["dimension"]
+        c = ix.as_node(comps[dim])
+        result, offset, bounds = None, 0, []
+        for x in e.inputs:
+            bounds.append((x, offset))
+            offset += x.shape[dim]
+        for x, off in reversed(bounds):
+            local = Node("to_index", (Node("sub", (c, ix.iconst(off)), "int64"),), "int64", (x.shape[dim],))
+            part = self.value(x, comps[:dim] + (local,) + comps[dim + 1:])
+            if result is None:
+                result = part
+            else:
+                nxt = off + x.shape[dim]
+                result = Node("select", (Node("lt", (c, ix.iconst(nxt)), "bool"), part, result), var.dtype)
+        return result
+
+
+class _Plan:
+    def __init__(self, graph):
+        self.graph = graph
+        self.materialized, self.producers = _materialized(graph)
+        self.names = _Names()
+
+
+def _fits(group, root):
+    if group.scatter or root.kind == "scatter":
+        return False
+    outer = tuple(d for i, d in enumerate(group.space) if i not in group.axes)
+    if root.kind == "reduce":
+        return root.space == group.space and (root.axes == group.axes or not group.axes)
+    return root.var.shape in (group.space, outer)
+
+
+def build_kernel(plan, group, name):
+    """Kernel IR for a group; raises Unfusable when a root cannot be placed."""
+    b = ExprBuilder(plan, group)
+    reductions, stores, sources = [], [], []
+    levels = {}
+
+    def level_of(node):
+        if node in levels:
+            return levels[node]
+        if node.op == "rowval":
+            lvl = red_level[node.attr[0]] + 1
+        else:
+            lvl = max((level_of(a) for a in node.args), default=0)
+        levels[node] = lvl
+        return lvl
+
+    red_level = {}
+    domain = b.domain()
+    for root in group.roots:
+        e, var = root.eqn, root.var
+        buf = plan.names(var)
+        sources.append(e)
+        if root.kind == "reduce":
+            x = e.inputs[0]
+            value = b.value(x, domain)
+            lvl = level_of(value)
+            red_level[buf] = lvl
+            op = {"reduce_sum": "sum", "reduce_max": "max", "argmax": "argmax"}[e.prim]
+            reductions.append(Reduction(buf, op, value, lvl, accumulator_dtype(x.dtype),
+                                        e.params.get("index_dtype", "int32")))
+            stores.append(Store(buf, ix.ravel(b.outer, var.shape),
+                                Node("rowval", (), var.dtype, (buf,)), -1))
+        elif root.kind == "scatter":
+            operand, indices, updates = e.inputs
+            axis, k = e.params["axis"], len(indices.shape)
+            comps = domain
+            picked = b.value(indices, comps[axis:axis + k])
+            at = Node("to_index", (picked,), "int64", (operand.shape[axis],))
+            target = comps[:axis] + (at,) + comps[axis + k:]
+            stores.append(Store(buf, ix.ravel(target, var.shape), b.value(updates, comps), 0, accumulate=True))
+        else:
+            comps = domain if var.shape == group.space else b.outer
+            value = b.compute(e, var, comps)
+            lvl = level_of(value) if var.shape == group.space else -1
+            stores.append(Store(buf, ix.ravel(comps, var.shape), value, lvl))
+    n_levels = max([r.level for r in reductions] + [s.level for s in stores] + [0]) + 1
+    outputs = [Buffer(plan.names(r.var), r.var.shape, r.var.dtype) for r in group.roots]
+    inputs = [Buffer(plan.names(v), v.shape, v.dtype) for v in sorted(b.reads, key=lambda v: plan.names(v))]
+    outer = 1
+    for d in b.outer_shape:
+        outer *= d
+    inner = 1
+    for d in b.inner_shape:
+        inner *= d
+    label = (group.roots[-1].eqn.scope.split("/")[-1] or group.roots[-1].eqn.prim).replace("(", "_").replace(")", "")
+    kernel = Kernel(f"{name}_{_identifier(label)}", outer, inner, inputs, outputs, reductions, stores, n_levels,
+                    serial=group.scatter, outer_shape=b.outer_shape, inner_shape=b.inner_shape)
+    kernel.sources = [f"{e.prim} -> {plan.names(e.outputs[0])}" + (f" @ {e.source}" if e.source else "")
+                      + (f" ({e.scope})" if e.scope else "") for e in _fused_eqns(plan, group, b)]
+    return kernel, b.reads
+
+
+def _identifier(text):
+    out = "".join(ch if ch.isalnum() else "_" for ch in text)
+    return out.strip("_")[:40] or "k"
+
+
+def _fused_eqns(plan, group, builder):
+    """The graph eqns whose work a kernel does (roots and everything inlined into them)."""
+    seen = []
+    done = set()
+    stack = [r.var for r in group.roots]
+    while stack:
+        v = stack.pop()
+        if v in done or v not in plan.producers:
+            continue
+        done.add(v)
+        e = plan.producers[v]
+        seen.append(e)
+        for x in e.inputs:
+            if x not in plan.materialized or x in {r.var for r in group.roots}:
+                stack.append(x)
+    order = {id(e): i for i, e in enumerate(plan.graph.eqns)}
+    return sorted(seen, key=lambda e: order[id(e)])
+
+
+def fuse(graph: Graph) -> Program:
+    plan = _Plan(graph)
+    units = []        # _Group | ("dot", eqn), in execution order
+    produced_by = {}  # var -> unit index
+    for e in graph.eqns:
+        if e.prim == "dot_general":
+            produced_by[e.outputs[0]] = len(units)
+            units.append(("dot", e))
+            continue
+        if e.outputs[0] not in plan.materialized or e.prim == "constant":
+            continue
+        root = next(r for r in _roots_for(plan, e))
+        placed = False
+        for gi in range(len(units) - 1, -1, -1):
+            g = units[gi]
+            if not isinstance(g, _Group) or not _fits(g, root):
+                continue
+            trial = _Group(g.roots + [root], g.space, g.axes or root.axes, g.index)
+            try:
+                _, reads = build_kernel(plan, trial, "trial")
+            except Unfusable:
+                continue
+            if any(produced_by.get(v, -1) > gi for v in reads):
+                continue
+            units[gi] = trial
+            produced_by[root.var] = gi
+            placed = True
+            break
+        if not placed:
+            g = _Group([root], root.space, root.axes, len(units), scatter=root.kind == "scatter")
+            if root.kind == "scatter":
+                # the scatter target starts as a copy of the operand: a kernel of its own first
+                copy = _Root(root.var, "point", _copy_eqn(e), tuple(root.var.shape))
+                units.append(_Group([copy], root.space, (), len(units), scatter=True))
+                g.index = len(units)
+            produced_by[root.var] = len(units)
+            units.append(g)
+
+    steps = []
+    for i, unit in enumerate(units):
+        if isinstance(unit, _Group):
+            kernel, _ = build_kernel(plan, unit, f"k{len(steps)}")
+            steps.append(kernel)
+        else:
+            e = unit[1]
+            a, a_view = _view_chain(e.inputs[0], plan.producers, plan.materialized)
+            b, b_view = _view_chain(e.inputs[1], plan.producers, plan.materialized)
+            steps.append(DotCall(plan.names(e.outputs[0]), plan.names(a), plan.names(b), a_view, b_view,
+                                 e.params["dimension_numbers"], e.source or ""))
+    buffers = {}
+    for v in plan.materialized:
+        buffers[plan.names(v)] = Buffer(plan.names(v), v.shape, v.dtype)
+    constants = {plan.names(e.outputs[0]): e.params["value"] for e in graph.eqns if e.prim == "constant"}
+    return Program(graph, dict(sorted(buffers.items(), key=lambda kv: int(kv[0][1:]))),
+                   [plan.names(v) for v in graph.inputs], [plan.names(v) for v in graph.outputs],
+                   constants, steps, dict(plan.names.names))
+
+
+def _roots_for(plan, e):
+    v = e.outputs[0]
+    if e.prim in REDUCTIONS:
+        axes = e.params["axes"] if "axes" in e.params else (e.params["axis"],)
+        yield _Root(v, "reduce", e, tuple(e.inputs[0].shape), tuple(axes))
+    elif e.prim == "scatter_add":
+        yield _Root(v, "scatter", e, tuple(e.inputs[2].shape))
+    else:
+        yield _Root(v, "point", e, tuple(v.shape))
+
+
+def _copy_eqn(scatter_eqn):
+    from mlbh.tracer.ir import Eqn
+    operand = scatter_eqn.inputs[0]
+    return Eqn("stop_gradient", (operand,), scatter_eqn.outputs, {}, scatter_eqn.source, scatter_eqn.scope)

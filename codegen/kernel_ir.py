@@ -1,0 +1,121 @@
+"""The loop-level kernel IR that both renderers (CUDA C, numba) consume.
+
+A Kernel is a "row kernel": for every outer index o in [0, outer) it runs one or more
+loops over the inner index r in [0, inner); a plain elementwise kernel has inner == 1
+and no reductions.
+
+    for o in range(outer):                      # GPU: one block (or one thread) per o
+        for level in range(levels):             # loops separated by reduction barriers
+            for r in range(inner):              # GPU: threads stride over r
+                acc_k  <op>=  value_k(o, r)     # reductions of this level
+                buf[index(o, r)] = value(o, r)  # element stores of this level
+            rowval_k = finish(acc_k)            # GPU: block-wide reduce, broadcast
+        buf[index(o)] = value(o)                # row stores, after every loop
+
+Values are a DAG of Nodes (hashable, so identical subexpressions are rendered once):
+
+  op            args                     attr                  meaning
+  ------------  -----------------------  --------------------  ------------------------------
+  "ivar"        ()                       ("o",) / ("r",)       the loop index (int64)
+  "iconst"      ()                       (int,)                integer constant (int64)
+  "iadd" "imul" "idiv" "imod"  (a, b)    ()                    int64 index arithmetic (a,b >= 0)
+  "const"       ()                       (python value,)       a scalar of `dtype`
+  "load"        (index,)                 (buffer_name,)        buffer[index], converted to the
+                                                               compute dtype of `dtype`
+  "rowval"      ()                       (reduction_name,)     a finished reduction of this row
+  "to_value"    (index,)                 ()                    an index as a value of `dtype` (iota)
+  "to_index"    (value,)                 (limit,)              a value as an index, clamped into
+                                                               [0, limit) (gather)
+  "philox"      (k0, k1, counter)        ()                    Philox4x32-10 first word (uint32)
+  primitive     operands                 (params...)           neg exp log tanh sqrt rsqrt erf
+                                                               add sub mul div max min pow
+                                                               lt le eq ne select convert
+                                                               stop_gradient
+  "and"         (a, b)                   ()                    bool conjunction (pad masks)
+  "sub" "div" "mod" "max" on int64 index operands (a, b >= 0 for div/mod)    (pad, concatenate)
+
+Dtypes are mlbh dtype names. Arithmetic on float16/bfloat16 happens in float32
+(`compute_dtype`); loads widen and stores narrow. Reductions accumulate in float32
+(float64 for float64 data).
+"""
+from dataclasses import dataclass, field
+
+from mlbh.tracer import dtypes
+
+
+@dataclass(frozen=True)
+class Node:
+    op: str
+    args: tuple = ()
+    dtype: str = "int64"
+    attr: tuple = ()
+
+    def __repr__(self):
+        inner = ", ".join(map(repr, self.args))
+        extra = ", ".join(map(repr, self.attr))
+        return f"{self.op}[{self.dtype}]({inner}{'; ' + extra if extra else ''})"
+
+
+def compute_dtype(dtype: str) -> str:
+    """The dtype arithmetic on values of `dtype` is done in."""
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def accumulator_dtype(dtype: str) -> str:
+    return "float64" if dtype == "float64" else "float32" if dtypes.is_float(dtype) else (
+        "int64" if dtype in ("int64", "uint32") else "int32")
+
+
+@dataclass
+class Buffer:
+    """A contiguous array the kernel reads or writes (flat indexing)."""
+    name: str
+    shape: tuple
+    dtype: str
+
+    @property
+    def size(self):
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class Reduction:
+    name: str          # referenced by "rowval" nodes and by a row store
+    op: str            # "sum" | "max" | "argmax"
+    value: Node        # per-(o, r) value reduced over r
+    level: int         # which inner loop computes it
+    dtype: str         # accumulator dtype (argmax: of the max value)
+    index_dtype: str = "int32"  # argmax only
+
+
+@dataclass
+class Store:
+    buffer: str
+    index: Node        # flat element index into the buffer
+    value: Node
+    level: int         # inner loop it runs in; -1 = a row store after all loops
+    accumulate: bool = False  # buffer[index] += value (scatter_add; atomic on GPU)
+
+
+@dataclass
+class Kernel:
+    name: str
+    outer: int
+    inner: int
+    inputs: list               # [Buffer] read
+    outputs: list              # [Buffer] written
+    reductions: list = field(default_factory=list)
+    stores: list = field(default_factory=list)
+    levels: int = 1
+    serial: bool = False       # accumulate stores: CPU must not run rows in parallel
+    sources: list = field(default_factory=list)  # "prim @ file:line (scope)" lines it fuses
+    outer_shape: tuple = ()
+    inner_shape: tuple = ()
+
+    def describe(self) -> str:
+        """A readable, printable form of the kernel (used in dumps)."""
+        from .kernel_printer import format_kernel
+        return format_kernel(self)

@@ -1,0 +1,161 @@
+"""An Executable runs a fused Program: intermediates live in one arena (see
+codegen.memory), the launch list runs in order, and donated inputs may be overwritten in
+place by outputs of the same shape and dtype (parameters, optimizer state)."""
+import weakref
+
+import numpy as np
+
+from mlbh.codegen.fusion import DotCall
+from mlbh.codegen.kernel_ir import Kernel
+from mlbh.codegen.memory import plan_memory, step_reads
+from mlbh.tracer import dtypes
+from mlbh.tracer.errors import MlbhError
+
+_DONATED = {}  # id(array) -> weakref of arrays whose contents a call overwrote
+
+
+def check_not_donated(arrays, fn_name):
+    for i, a in enumerate(arrays):
+        ref = _DONATED.get(id(a))
+        if ref is not None and ref() is a:
+            raise MlbhError(f"{fn_name}: argument {i} was donated to an earlier call, which overwrote it; "
+                            "pass the array that call returned instead")
+
+
+def _mark_donated(array):
+    key = id(array)
+    try:
+        _DONATED[key] = weakref.ref(array, lambda _: _DONATED.pop(key, None))
+    except TypeError:
+        pass
+
+
+def dot_into(xp, out, a, b, dimension_numbers):
+    """out[...] = dot_general(a, b): batch axes first, then a's free axes, then b's."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    af = [d for d in range(a.ndim) if d not in lc and d not in lb]
+    bf = [d for d in range(b.ndim) if d not in rc and d not in rb]
+    nb = int(np.prod([a.shape[d] for d in lb], dtype=np.int64))
+    m = int(np.prod([a.shape[d] for d in af], dtype=np.int64))
+    k = int(np.prod([a.shape[d] for d in lc], dtype=np.int64))
+    n = int(np.prod([b.shape[d] for d in bf], dtype=np.int64))
+    a3 = xp.transpose(a, [*lb, *af, *lc]).reshape(nb, m, k)
+    b3 = xp.transpose(b, [*rb, *rc, *bf]).reshape(nb, k, n)
+    if nb == 1:
+        xp.matmul(a3[0], b3[0], out=out.reshape(m, n))
+    else:
+        xp.matmul(a3, b3, out=out.reshape(nb, m, n))
+
+
+def apply_view(x, chain):
+    for op, params in chain:
+        x = x.transpose(params["permutation"]) if op == "transpose" else x.reshape(params["shape"])
+    return x
+
+
+class Executable:
+    def __init__(self, program, backend, donate=(), name="fn"):
+        self.program = program
+        self.backend = backend
+        self.name = name
+        self.memory = plan_memory(program)
+        self.compiled = backend.compile(program)
+        self.arena = backend.xp.empty(max(self.memory.peak, 1), dtype=np.uint8)
+        self.views = {n: self._view(n, off) for n, off in self.memory.offsets.items()}
+        self.constants = {n: backend.to_device(np.ascontiguousarray(v).reshape(-1))
+                          for n, v in program.constants.items()}
+        self.aliases = self._donation_aliases(set(donate))
+
+    def _view(self, name, offset):
+        buf = self.program.buffers[name]
+        dt = dtypes.to_numpy(buf.dtype)
+        nbytes = buf.size * dt.itemsize
+        return self.arena[offset:offset + nbytes].view(dt)
+
+    def _donation_aliases(self, donated_inputs):
+        """Output buffer -> donated input buffer it may be written into in place: the output is
+        made by an elementwise kernel that reads the input only at the same element, and
+        nothing later reads the input."""
+        prog = self.program
+        aliases, taken = {}, set()
+        names = [prog.inputs[i] for i in sorted(donated_inputs) if i < len(prog.inputs)]
+        for si, step in enumerate(prog.steps):
+            if not isinstance(step, Kernel) or step.inner != 1 or step.reductions or step.serial:
+                continue
+            for out in step.outputs:
+                if out.name not in prog.outputs or out.name in aliases:
+                    continue
+                for name in names:
+                    buf = prog.buffers[name]
+                    if (name in taken or buf.shape != out.shape or buf.dtype != out.dtype
+                            or name in prog.outputs or step.outer != out.size):
+                        continue
+                    later = any(name in step_reads(s) for s in prog.steps[si + 1:])
+                    if later or not _reads_only_same_element(step, name):
+                        continue
+                    aliases[out.name] = name
+                    taken.add(name)
+                    break
+        return aliases
+
+    def __call__(self, flat_args):
+        prog, xp = self.program, self.backend.xp
+        if len(flat_args) != len(prog.inputs):
+            raise MlbhError(f"{self.name}: expected {len(prog.inputs)} arrays, got {len(flat_args)}")
+        bufs = dict(self.views)
+        bufs.update(self.constants)
+        for name, arg in zip(prog.inputs, flat_args):
+            bufs[name] = self.backend.as_input(arg, prog.buffers[name])
+        for name in prog.outputs:
+            if name in self.aliases:
+                bufs[name] = bufs[self.aliases[name]]
+                continue
+            if name in bufs:  # an input or constant returned as is (copied below)
+                continue
+            buf = prog.buffers[name]
+            bufs[name] = xp.empty(buf.size, dtype=dtypes.to_numpy(buf.dtype))
+        for step in prog.steps:
+            if isinstance(step, Kernel):
+                self.backend.run_kernel(self.compiled, step, bufs)
+            else:
+                self._dot(step, bufs)
+        results, returned = [], set()
+        for name in prog.outputs:
+            arr = bufs[name]
+            if name in prog.inputs or name in self.constants or name in returned:
+                arr = arr.copy()
+            returned.add(name)
+            results.append(arr.reshape(prog.buffers[name].shape))
+        for i, name in enumerate(prog.inputs):
+            if name in self.aliases.values():
+                _mark_donated(flat_args[i])
+        return results
+
+    def _dot(self, step: DotCall, bufs):
+        prog, xp = self.program, self.backend.xp
+        a = apply_view(bufs[step.a].reshape(prog.buffers[step.a].shape), step.a_view)
+        b = apply_view(bufs[step.b].reshape(prog.buffers[step.b].shape), step.b_view)
+        out = bufs[step.out]
+        self.backend.dot(out, a, b, step.dimension_numbers)
+
+
+def _reads_only_same_element(kernel, name):
+    from mlbh.codegen.indexing import ivar
+    same = ivar("o")
+    ok = True
+
+    def walk(node, seen):
+        nonlocal ok
+        if node in seen:
+            return
+        seen.add(node)
+        if node.op == "load" and node.attr[0] == name and node.args[0] != same:
+            ok = False
+        for a in node.args:
+            walk(a, seen)
+
+    seen = set()
+    for s in kernel.stores:
+        walk(s.value, seen)
+        walk(s.index, seen)
+    return ok

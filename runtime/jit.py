@@ -1,0 +1,215 @@
+"""jit: trace on first call, cache by abstract signature, compile, run.
+
+    step = jit(train_step, backend="cpu", donate_argnums=(0,))
+    step(params, batch)                      # traces, optimizes, fuses, compiles, runs
+    step.lower(params, batch).dump("ir/")    # every stage, printable
+
+The signature is the pytree structure plus every leaf's shape and dtype; a new signature
+retraces, and the log (logger "mlbh.jit", and .retraces) says which argument changed.
+Setting MLBH_DUMP_DIR dumps every compile of every jit function there.
+"""
+import logging
+import os
+import time
+
+import numpy as np
+
+from mlbh.codegen.fusion import fuse
+from mlbh.codegen.memory import plan_memory
+from mlbh.codegen.prepare import prepare
+from mlbh.tracer import pytree
+from mlbh.tracer.errors import ConfigError
+from mlbh.tracer.interpreter import evaluate
+from mlbh.tracer.tracing import spec_of, trace_flat
+
+from .executable import Executable, check_not_donated
+
+log = logging.getLogger("mlbh.jit")
+BACKENDS = ("cpu", "cuda", "reference")
+
+
+def default_backend() -> str:
+    from mlbh.codegen.cuda_device import cuda_available
+    return "cuda" if cuda_available() else "cpu"
+
+
+def make_backend(name):
+    if name == "cpu":
+        from .cpu_backend import CpuBackend
+        return CpuBackend()
+    if name == "cuda":
+        from .cuda_backend import CudaBackend
+        return CudaBackend()
+    raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _signature(args):
+    leaves, tree = pytree.flatten(list(args))
+    return tree, tuple((s.shape, s.dtype) for s in map(spec_of, leaves))
+
+
+def _leaf_paths(tree, prefix="args"):
+    kind = tree[0]
+    if kind == "leaf":
+        return [prefix]
+    if kind == "none":
+        return []
+    if kind == "dict":
+        return [p for k, c in zip(tree[1], tree[2]) for p in _leaf_paths(c, f"{prefix}[{k!r}]")]
+    return [p for i, c in enumerate(tree[1]) for p in _leaf_paths(c, f"{prefix}[{i}]")]
+
+
+def explain_retrace(old, new) -> str:
+    if old[0] != new[0]:
+        return "the arguments' pytree structure changed"
+    for path, a, b in zip(_leaf_paths(new[0]), old[1], new[1]):
+        if a != b:
+            return f"{path} changed from {a[1]}{list(a[0])} to {b[1]}{list(b[0])}"
+    return "the signature changed"
+
+
+class Lowered:
+    """Every stage of one compile, each printable: traced graph, optimized graph, fusion
+    (launch list), kernel IR, memory plan, generated sources."""
+
+    def __init__(self, fn, args, backend, name):
+        self.name = name
+        self.backend_name = backend
+        self.timings = {}
+        t0 = time.perf_counter()
+        self.traced, _ = trace_flat(fn, args)
+        t1 = time.perf_counter()
+        self.optimized = prepare(self.traced)
+        t2 = time.perf_counter()
+        self.program = fuse(self.optimized)
+        t3 = time.perf_counter()
+        self.memory = plan_memory(self.program)
+        self.timings.update(trace=t1 - t0, optimize=t2 - t1, fuse=t3 - t2, plan=time.perf_counter() - t3)
+
+    def fusion_text(self) -> str:
+        lines = []
+        for i, step in enumerate(self.program.steps):
+            if hasattr(step, "describe"):
+                lines.append(f"[{i}] kernel {step.name}: outer={step.outer} inner={step.inner} "
+                             f"levels={step.levels} reads {[b.name for b in step.inputs]} "
+                             f"writes {[b.name for b in step.outputs]}")
+            else:
+                lines.append(f"[{i}] dot {step.out} = dot_general({step.a}{' view' if step.a_view else ''}, "
+                             f"{step.b}{' view' if step.b_view else ''}) {step.dimension_numbers}  # {step.source}")
+        return "\n".join(lines)
+
+    def kernels_text(self) -> str:
+        return "\n\n".join(k.describe() for k in self.program.kernels)
+
+    def cpu_source(self) -> str:
+        from mlbh.codegen.cpu import render_program
+        return render_program(self.program.kernels)
+
+    def cuda_sources(self) -> dict:
+        from mlbh.codegen.cuda import render_kernel
+        return {k.name: render_kernel(k).source for k in self.program.kernels}
+
+    def summary(self) -> dict:
+        return {"traced_eqns": len(self.traced.eqns), "optimized_eqns": len(self.optimized.eqns),
+                "kernels": len(self.program.kernels),
+                "library_calls": len(self.program.steps) - len(self.program.kernels),
+                "arena_bytes": self.memory.peak, "naive_bytes": self.memory.naive,
+                "seconds": {k: round(v, 4) for k, v in self.timings.items()}}
+
+    def dump(self, directory):
+        """Write every stage into `directory`."""
+        from mlbh.tracer.serialize import save
+        os.makedirs(directory, exist_ok=True)
+
+        def write(name, text):
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(text if text.endswith("\n") else text + "\n")
+
+        write("01_traced.txt", str(self.traced))
+        save(self.traced, os.path.join(directory, "01_traced.json"))
+        write("02_optimized.txt", str(self.optimized))
+        save(self.optimized, os.path.join(directory, "02_optimized.json"))
+        write("03_fusion.txt", self.fusion_text())
+        write("04_kernels.txt", self.kernels_text())
+        offsets = "\n".join(f"{n}: offset {o} bytes, live steps {self.memory.lifetimes.get(n)}"
+                            for n, o in sorted(self.memory.offsets.items(), key=lambda kv: kv[1]))
+        write("05_memory.txt", self.memory.summary() + "\n" + offsets)
+        write("06_cpu_kernels.py", self.cpu_source() if _cpu_renderable(self.program) else
+              "# float16/bfloat16 program: no CPU rendering\n")
+        cuda_dir = os.path.join(directory, "cuda")
+        os.makedirs(cuda_dir, exist_ok=True)
+        for name, source in self.cuda_sources().items():
+            with open(os.path.join(cuda_dir, f"{name}.cu"), "w") as f:
+                f.write(source)
+        return directory
+
+    def compile(self, donate_argnums=()):
+        if self.backend_name == "reference":
+            return None
+        leaves_per_arg = self._leaves_per_arg()
+        donate = [i for a in donate_argnums for i in leaves_per_arg[a]]
+        t0 = time.perf_counter()
+        exe = Executable(self.program, make_backend(self.backend_name), donate, self.name)
+        self.timings["compile"] = time.perf_counter() - t0
+        return exe
+
+    def _leaves_per_arg(self):
+        tree = self.traced.in_tree  # ("list", (arg trees...))
+        result, start = [], 0
+        for sub in tree[1]:
+            n = pytree.num_leaves(sub)
+            result.append(list(range(start, start + n)))
+            start += n
+        return result
+
+
+def _cpu_renderable(program):
+    return not any(b.dtype in ("float16", "bfloat16") for b in program.buffers.values())
+
+
+class Jitted:
+    def __init__(self, fn, backend=None, donate_argnums=()):
+        self.fn = fn
+        self.backend = backend or default_backend()
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.donate_argnums = tuple(donate_argnums)
+        self.name = getattr(fn, "__name__", "fn")
+        self.cache = {}
+        self.retraces = []
+        self._last_sig = None
+
+    def lower(self, *args) -> Lowered:
+        return Lowered(self.fn, args, self.backend, self.name)
+
+    def _compiled(self, args):
+        sig = _signature(args)
+        entry = self.cache.get(sig)
+        if entry is None:
+            if self._last_sig is not None:
+                reason = explain_retrace(self._last_sig, sig)
+                self.retraces.append(reason)
+                log.warning("jit(%s): retracing because %s", self.name, reason)
+            lowered = self.lower(*args)
+            dump_root = os.environ.get("MLBH_DUMP_DIR")
+            if dump_root:
+                lowered.dump(os.path.join(dump_root, f"{self.name}_{len(self.cache)}"))
+            entry = (lowered, lowered.compile(self.donate_argnums))
+            self.cache[sig] = entry
+        self._last_sig = sig
+        return entry
+
+    def __call__(self, *args):
+        leaves, _ = pytree.flatten(list(args))
+        check_not_donated(leaves, self.name)
+        lowered, exe = self._compiled(args)
+        if exe is None:
+            return evaluate(lowered.traced, *args)
+        outs = exe([np.asarray(x) if isinstance(x, (int, float, bool)) else x for x in leaves])
+        return pytree.unflatten(lowered.traced.out_tree, outs)
+
+
+def jit(fn=None, backend=None, donate_argnums=()):
+    if fn is None:
+        return lambda f: Jitted(f, backend, donate_argnums)
+    return Jitted(fn, backend, donate_argnums)
