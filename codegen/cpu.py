@@ -8,13 +8,21 @@ numba's float32 tanh is slow here, so tanh is rendered through expm1.
 import hashlib
 import importlib.util
 import os
+import re
 import sys
+
+import numba
 
 from mlbh.tracer import dtypes
 
 from .kernel_ir import Kernel, Node, compute_dtype
 
-PARALLEL_MIN_WORK = 1 << 15  # below this many elements, threads cost more than they save
+PARALLEL_MIN_WORK = 1 << 17  # below this many elements, threads cost more than they save
+
+# OpenMP's spin-waiting workers make every parallel kernel take ~20 ms on small machines
+# that also run BLAS threads; numba's own workqueue pool has no such stall.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 _NP_TYPE = {"float64": "np.float64", "float32": "np.float32", "int64": "np.int64", "int32": "np.int32",
             "uint32": "np.uint32", "uint16": "np.uint16", "bool": "np.bool_"}
@@ -182,17 +190,16 @@ def _init(red):
     return f"{t}({-(2 ** 63) if red.dtype == 'int64' else -(2 ** 31)})"
 
 
-def render_kernel(kernel: Kernel) -> str:
-    params = [b.name for b in kernel.inputs] + [b.name for b in kernel.outputs if b.name not in
-                                                 {i.name for i in kernel.inputs}]
+def kernel_params(kernel: Kernel) -> list:
+    """Buffer names in argument order: inputs, then outputs not also read."""
+    read = {b.name for b in kernel.inputs}
+    return [b.name for b in kernel.inputs] + [b.name for b in kernel.outputs if b.name not in read]
+
+
+def _render_body(kernel: Kernel) -> list:
     parallel = not kernel.serial and kernel.outer > 1 and kernel.outer * kernel.inner >= PARALLEL_MIN_WORK
-    lines = [f"@numba.njit(parallel={parallel}, cache=True, error_model='numpy')",
-             f"def {kernel.name}({', '.join(params)}):"]
-    header = [f"    # {s}" for s in kernel.sources[:40]]
-    lines[1:1] = []
-    lines += header
     loop = "prange" if parallel else "range"
-    lines.append(f"    for o in {loop}({kernel.outer}):")
+    lines = [f"    for o in {loop}({kernel.outer}):"]
     memo = {}
     hoisted_names = {}
     body_lines = []
@@ -227,8 +234,7 @@ def render_kernel(kernel: Kernel) -> str:
         for s in stores:
             op = "+=" if s.accumulate else "="
             stmts.append(f"{s.buffer}[{inner.expr(s.index)}] {op} {inner.expr(s.value)}")
-        needs_loop = bool(inside) or bool(reds) or kernel.inner > 1
-        if needs_loop:
+        if inside or reds or kernel.inner > 1:
             body_lines.append(f"for r in range({kernel.inner}):")
             body_lines += [f"    {x}" for x in inner.lines + stmts]
         else:
@@ -242,11 +248,48 @@ def render_kernel(kernel: Kernel) -> str:
             row_stmts.append(f"{s.buffer}[{row.expr(s.index)}] = {row.expr(s.value)}")
     body_lines += row.lines + row_stmts
     lines += [f"        {x}" for x in body_lines]
-    return "\n".join(lines) + "\n"
+    return lines, parallel
 
 
-def render_program(kernels) -> str:
-    return PRELUDE + "\n\n" + "\n\n".join(render_kernel(k) for k in kernels)
+def _canonical(lines, params):
+    """Rename buffers to a0, a1, ... so structurally equal kernels render identically."""
+    mapping = {p: f"a{i}" for i, p in enumerate(params)}
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(params, key=len, reverse=True))) + r")\b")
+    return [pattern.sub(lambda m: mapping[m.group(1)], x) for x in lines] if params else lines
+
+
+def render_kernel(kernel: Kernel):
+    """(function name, source) of a kernel; equal kernels get equal names and sources."""
+    params = kernel_params(kernel)
+    body, parallel = _render_body(kernel)
+    body = _canonical(body, params)
+    signature = ", ".join(f"a{i}" for i in range(len(params)))
+    text = "\n".join(body)
+    name = "k_" + hashlib.sha256(f"{parallel}{signature}{text}".encode()).hexdigest()[:16]
+    source = (f"@numba.njit(parallel={parallel}, cache=True, error_model='numpy')\n"
+              f"def {name}({signature}):\n{text}\n")
+    return name, source
+
+
+def render_program(kernels):
+    """Module source and kernel name -> function name; each distinct kernel appears once,
+    headed by the graph eqns of every kernel it serves."""
+    functions, served = {}, {}
+    names = {}
+    for k in kernels:
+        fname, source = render_kernel(k)
+        names[k.name] = fname
+        functions.setdefault(fname, source)
+        served.setdefault(fname, []).append(k)
+    parts = []
+    for fname, source in functions.items():
+        ks = served[fname]
+        header = [f"# {k.name}: " + "; ".join(k.sources[:6]) + (" ..." if len(k.sources) > 6 else "")
+                  for k in ks[:8]]
+        if len(ks) > 8:
+            header.append(f"# ... and {len(ks) - 8} more kernels of the same shape")
+        parts.append("\n".join(header) + "\n" + source)
+    return PRELUDE + "\n\n" + "\n\n".join(parts), names
 
 
 def _module_dir():

@@ -407,7 +407,7 @@ def fuse(graph: Graph) -> Program:
             if root.kind == "scatter":
                 # the scatter target starts as a copy of the operand: a kernel of its own first
                 copy = _Root(root.var, "point", _copy_eqn(e), tuple(root.var.shape))
-                units.append(_Group([copy], root.space, (), len(units), scatter=True))
+                units.append(_Group([copy], tuple(root.var.shape), (), len(units), scatter=True))
                 g.index = len(units)
             produced_by[root.var] = len(units)
             units.append(g)

@@ -5,6 +5,7 @@ from mlbh.codegen import cpu
 from mlbh.tracer import dtypes
 from mlbh.tracer.errors import MlbhError
 
+from .blas_threads import limit_blas_threads
 from .executable import dot_into
 
 
@@ -12,14 +13,13 @@ class CpuBackend:
     name = "cpu"
     xp = np
 
+    def __init__(self):
+        limit_blas_threads()
+
     def compile(self, program):
-        source = cpu.render_program(program.kernels)
+        source, names = cpu.render_program(program.kernels)
         module = cpu.load_program(source)
-        funcs = {}
-        for k in program.kernels:
-            params = [b.name for b in k.inputs] + [b.name for b in k.outputs
-                                                    if b.name not in {i.name for i in k.inputs}]
-            funcs[k.name] = (getattr(module, k.name), params)
+        funcs = {k.name: (getattr(module, names[k.name]), cpu.kernel_params(k)) for k in program.kernels}
         return {"source": source, "functions": funcs}
 
     def to_device(self, array):

@@ -103,7 +103,7 @@ class Lowered:
 
     def cpu_source(self) -> str:
         from mlbh.codegen.cpu import render_program
-        return render_program(self.program.kernels)
+        return render_program(self.program.kernels)[0]
 
     def cuda_sources(self) -> dict:
         from mlbh.codegen.cuda import render_kernel

@@ -1,0 +1,64 @@
+"""The compiled pieces of one optimizer step.
+
+micro_step(params, grad_sums, tokens, targets) -> (loss_sum, token_count, grad_sums')
+    accumulates the gradient of the SUM of per-token losses into fp32 buffers (donated,
+    so the add happens in place); the sum is normalised once per optimizer step by the
+    step's supervised tokens (optim.make_update), so micro-batches of different sizes
+    weigh correctly.
+"""
+import numpy as np
+
+from mlbh.models import gpt2
+from mlbh.tracer import ops
+from mlbh.tracer.transforms import value_and_grad
+
+from .jit import jit
+from .optim import AdamWConfig, learning_rate, make_update
+
+
+def make_micro_step(config):
+    def loss_sum(params, tokens, targets):
+        return gpt2.loss(params, tokens, targets, config, reduction="sum")
+
+    def micro_step(params, grad_sums, tokens, targets):
+        total, grads = value_and_grad(loss_sum)(params, tokens, targets)
+        count = ops.sum(ops.astype(ops.not_equal(targets, -100), "float32"))
+        return total, count, {k: ops.add(grad_sums[k], grads[k]) for k in grads}
+
+    return micro_step
+
+
+class StepRunner:
+    """Runs optimizer steps: micro-batches with fp32 accumulation, then the AdamW update."""
+
+    def __init__(self, config, opt: AdamWConfig, backend):
+        self.config = config
+        self.opt = opt
+        self.backend = backend
+        self.micro = jit(make_micro_step(config), backend=backend, donate_argnums=(1,))
+        self.update = jit(make_update(opt), backend=backend, donate_argnums=(0, 1, 2))
+        self.xp = np
+        if backend == "cuda":
+            import cupy
+            self.xp = cupy
+
+    def zeros_like(self, params):
+        return {k: self.xp.zeros(v.shape, dtype=np.float32) for k, v in params.items()}
+
+    def step(self, state, micro_batches):
+        """One optimizer step over an iterable of (tokens, targets). state holds params, m, v,
+        step (number of updates done). Returns metrics."""
+        grad_sums = self.zeros_like(state["params"])
+        loss_total, tokens_total = 0.0, 0.0
+        for tokens, targets in micro_batches:
+            gpt2.check_tokens(tokens, self.config)
+            total, count, grad_sums = self.micro(state["params"], grad_sums, tokens, targets)
+            loss_total += float(total)
+            tokens_total += float(count)
+        t = state["step"] + 1
+        lr = learning_rate(state["step"], self.opt)
+        scalars = np.array([max(tokens_total, 1.0), lr, t], dtype=np.float32)
+        p, m, v, norm = self.update(state["params"], state["m"], state["v"], grad_sums, scalars)
+        state.update(params=p, m=m, v=v, step=t)
+        return {"loss": loss_total / max(tokens_total, 1.0), "lr": lr, "grad_norm": float(norm),
+                "tokens": tokens_total}
