@@ -1,0 +1,143 @@
+"""The training loop: data, compiled steps, logging, evaluation, checkpoints, resume.
+
+Batches come from (seed, step, micro_step) alone and checkpoints hold parameters,
+optimizer state and the step, so a resumed run continues exactly where it stopped.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+
+from mlbh.models import gpt2
+from mlbh.models.config import preset
+from mlbh.tracer.errors import CheckpointError, ConfigError
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data import TokenDataset
+from .evaluate import Evaluator, fixed_val_batches
+from .jit import default_backend
+from .metrics import MetricsLog, plot_loss_curve
+from .optim import AdamWConfig
+from .progress import Progress
+from .train_config import TrainConfig
+from .train_step import StepRunner
+
+
+def _model_config(cfg: TrainConfig, vocab_size: int, backend: str):
+    dtype = cfg.compute_dtype or ("bfloat16" if backend == "cuda" else "float32")
+    model = preset(cfg.preset, vocab_size=vocab_size, compute_dtype=dtype)
+    if cfg.seq_len > model.block_size:
+        raise ConfigError(f"seq_len {cfg.seq_len} exceeds the {cfg.preset} context {model.block_size}")
+    return model
+
+
+def _to_host(tree):
+    return {k: np.asarray(v.get() if hasattr(v, "get") else v) for k, v in tree.items()}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg = cfg.validate()
+        self.log = log
+        self.backend = cfg.backend or default_backend()
+        if cfg.data is None:
+            from .default_data import ensure_default_dataset
+            self.data_dir = ensure_default_dataset(cfg.vocab_size)
+        else:
+            self.data_dir = cfg.data
+        self.train_data = TokenDataset(self.data_dir, "train")
+        self.val_data = TokenDataset(self.data_dir, "val")
+        self.model = _model_config(cfg, self.train_data.vocab_size, self.backend)
+        self.opt = AdamWConfig(lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
+                               max_steps=cfg.max_steps, beta1=cfg.beta1, beta2=cfg.beta2,
+                               weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
+        os.makedirs(cfg.out, exist_ok=True)
+        self.runner = StepRunner(self.model, self.opt, self.backend)
+        self.evaluator = Evaluator(self.model, self.backend)
+        self.val_batches = fixed_val_batches(self.val_data, cfg.micro_batch, cfg.seq_len, cfg.eval_batches)
+
+    def _initial_state(self):
+        cfg = self.cfg
+        if cfg.resume and latest_checkpoint(cfg.out) is not None:
+            ck = load_checkpoint(cfg.out)
+            saved = ck.state.get("model")
+            if saved and saved != self.model.to_dict():
+                raise CheckpointError(f"{cfg.out}: the checkpoint's model config differs from this run's "
+                                      f"({saved} vs {self.model.to_dict()})")
+            params = ck.params
+            m = {k[2:]: v for k, v in ck.opt_state.items() if k.startswith("m/")}
+            v = {k[2:]: v for k, v in ck.opt_state.items() if k.startswith("v/")}
+            self.log(f"mlbh: resuming from {ck.path} at step {ck.step}")
+            return {"params": params, "m": m, "v": v, "step": ck.step}
+        params = gpt2.init_params(self.model, cfg.seed)
+        return {"params": params, "m": self.runner.zeros_like(params), "v": self.runner.zeros_like(params),
+                "step": 0}
+
+    def _checkpoint(self, state, val_loss):
+        opt_state = {f"m/{k}": v for k, v in _to_host(state["m"]).items()}
+        opt_state.update({f"v/{k}": v for k, v in _to_host(state["v"]).items()})
+        meta = {"model": self.model.to_dict(), "train": self.cfg.to_dict(), "data": self.data_dir,
+                "tokenizer": str(self.train_data.tokenizer_path or ""), "data_position": {"next_step": state["step"]},
+                "val_loss": val_loss}
+        save_checkpoint(self.cfg.out, state["step"], _to_host(state["params"]), opt_state, meta,
+                        keep_last=self.cfg.keep_last, best_metric=val_loss)
+
+    def run(self):
+        cfg = self.cfg
+        state = self._initial_state()
+        if self.backend == "cuda":
+            state = {k: (self.runner.to_device(v) if isinstance(v, dict) else v) for k, v in state.items()}
+        metrics = MetricsLog(os.path.join(cfg.out, "metrics.jsonl"), state["step"] if cfg.resume else None)
+        tokens_per_step = cfg.global_batch * cfg.seq_len
+        self.log(f"mlbh: {cfg.preset} ({gpt2.num_params(self.model) / 1e6:.2f}M params, vocab "
+                 f"{self.model.vocab_size}) on {self.backend}, {cfg.global_batch}x{cfg.seq_len} tokens/step "
+                 f"in {cfg.grad_accum} micro-step(s), steps {state['step']}..{cfg.max_steps}")
+        progress = Progress(cfg.max_steps, start=state["step"])
+        val_loss = None
+        start_time = time.perf_counter()
+        while state["step"] < cfg.max_steps:
+            step = state["step"]
+            t0 = time.perf_counter()
+            micro = [self.train_data.get_batch(step, i, cfg.micro_batch, cfg.seq_len, cfg.seed)
+                     for i in range(cfg.grad_accum)]
+            result = self.runner.step(state, micro)
+            elapsed = time.perf_counter() - t0
+            record = {"step": state["step"], "loss": result["loss"], "lr": result["lr"],
+                      "grad_norm": result["grad_norm"], "tokens_per_s": tokens_per_step / elapsed,
+                      "step_seconds": elapsed}
+            if state["step"] % cfg.eval_interval == 0 or state["step"] == cfg.max_steps:
+                val_loss = self.evaluator.mean_loss(state["params"], self.val_batches)
+                record["val_loss"] = val_loss
+                self._checkpoint(state, val_loss)
+            if state["step"] % cfg.log_interval == 0 or "val_loss" in record:
+                metrics.write(record)
+            progress.update(state["step"], record)
+        progress.close()
+        wall = time.perf_counter() - start_time
+        records = metrics.read()
+        png = os.path.join(cfg.out, "loss.png")
+        if plot_loss_curve(records, png, f"mlbh {cfg.preset} on {os.path.basename(self.data_dir)}"):
+            self.log(f"mlbh: loss curve -> {png}")
+        else:
+            self.log("mlbh: matplotlib is not installed, so no loss-curve PNG (pip install 'mlbh[plot]')")
+        return {"final_step": state["step"], "val_loss": val_loss, "state": state, "records": records,
+                "seconds": wall}
+
+    def sample(self, params, prompt="\n", n_tokens=None):
+        from .sampling import WindowSampler
+        from .tokenizer import Tokenizer
+        path = self.train_data.tokenizer_path
+        if path is None:
+            return None
+        tok = Tokenizer.load(path)
+        sampler = WindowSampler(self.model, self.backend, window=min(self.cfg.seq_len, self.model.block_size))
+        ids = sampler.generate(_to_host(params), tok.encode(prompt), n_tokens or self.cfg.sample_tokens,
+                               seed=self.cfg.seed)
+        return tok.decode(ids)
+
+
+def train(cfg: TrainConfig, log=None):
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    trainer = Trainer(cfg, log)
+    return trainer, trainer.run()

@@ -1,0 +1,88 @@
+"""Training configuration: defaults, a TOML/JSON file, flags on top; validated up front."""
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+from mlbh.tracer.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "tiny"
+    data: str | None = None          # prepared dataset dir; None = the packaged Shakespeare corpus
+    out: str = "runs/shakespeare"
+    vocab_size: int = 2048           # BPE vocabulary trained for the default corpus
+    seq_len: int = 128
+    micro_batch: int = 8             # sequences per micro-step
+    global_batch: int = 16           # sequences per optimizer step
+    max_steps: int = 300
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 50
+    eval_batches: int = 8
+    log_interval: int = 1
+    keep_last: int = 2
+    seed: int = 0
+    backend: str | None = None       # cpu | cuda | reference; None = cuda if available
+    compute_dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
+    sample_tokens: int = 200
+    resume: bool = False
+    world_size: int = 1
+
+    def validate(self):
+        if self.micro_batch < 1 or self.global_batch < 1:
+            raise ConfigError("micro_batch and global_batch must be positive")
+        per_step = self.micro_batch * self.world_size
+        if self.global_batch % per_step:
+            raise ConfigError(f"global_batch {self.global_batch} is not divisible by micro_batch x world_size "
+                              f"= {self.micro_batch} x {self.world_size}")
+        if self.max_steps < 1 or self.seq_len < 1:
+            raise ConfigError("max_steps and seq_len must be positive")
+        if self.eval_interval < 1 or self.eval_batches < 1 or self.log_interval < 1:
+            raise ConfigError("eval_interval, eval_batches and log_interval must be positive")
+        if self.backend not in (None, "cpu", "cuda", "reference"):
+            raise ConfigError(f"backend must be cpu, cuda or reference, got {self.backend!r}")
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.global_batch // (self.micro_batch * self.world_size)
+
+    def to_dict(self):
+        return asdict(self)
+
+    def with_overrides(self, **flags):
+        """Flags that were given (not None) replace the values."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        unknown = sorted(set(given) - {f.name for f in fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+        return replace(self, **given)
+
+
+def load_config_file(path) -> dict:
+    """Settings from a .toml or .json file (every TrainConfig field may appear)."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        else:
+            with open(path) as f:
+                data = json.load(f)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"{path}: cannot parse config ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a table/object of settings")
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return data
