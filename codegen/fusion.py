@@ -77,6 +77,7 @@ class _Group:
     axes: tuple
     index: int
     scatter: bool = False
+    builder: object = None   # ExprBuilder kept across merge attempts (see _try_join)
 
 
 def _effective_uses(graph, materialized_hint):
@@ -374,6 +375,55 @@ def _fused_eqns(plan, group, builder):
     return sorted(seen, key=lambda e: order[id(e)])
 
 
+MERGE_WINDOW = 24  # how many earlier launch-list units a root may join; keeps fusion linear
+MAX_KERNEL_BUFFERS = 48  # pointer arguments per kernel: bounds CUDA's parameter space and registers
+
+
+def _root_value(b, root):
+    """The value a point or reduce root computes, built in builder b's iteration space."""
+    e, var = root.eqn, root.var
+    if root.kind == "reduce":
+        return b.value(e.inputs[0], b.domain())
+    comps = b.domain() if var.shape == b.group.space else b.outer
+    return b.compute(e, var, comps)
+
+
+def _try_join(plan, group, root, reads_ok) -> bool:
+    """Add root to group if its expression fits the group's loops and reads_ok(reads) accepts
+    the values it reads from memory; the group is unchanged otherwise."""
+    axes = group.axes or root.axes
+    if axes != group.axes:  # a reduction joins an elementwise group: the loops change
+        trial = _Group(group.roots + [root], group.space, axes, group.index)
+        try:
+            _, reads = build_kernel(plan, trial, "trial")
+        except Unfusable:
+            return False
+        if not reads_ok(reads):
+            return False
+        group.roots, group.axes = trial.roots, axes
+        group.builder = ExprBuilder(plan, group)
+        for r in group.roots:
+            _root_value(group.builder, r)
+        return True
+    b = group.builder
+    if len(b.reads) + len(group.roots) >= MAX_KERNEL_BUFFERS:
+        return False
+    before = b.reads
+    b.reads = set()
+    try:
+        _root_value(b, root)
+        reads = b.reads
+    except Unfusable:
+        reads = None
+    b.reads = before
+    if reads is None or not reads_ok(reads) or len(before | reads) + len(group.roots) >= MAX_KERNEL_BUFFERS:
+        return False
+    b.reads = before | reads
+    b.in_group[root.var] = root
+    group.roots.append(root)
+    return True
+
+
 def fuse(graph: Graph) -> Program:
     plan = _Plan(graph)
     units = []        # _Group | ("dot", eqn), in execution order
@@ -387,18 +437,12 @@ def fuse(graph: Graph) -> Program:
             continue
         root = next(r for r in _roots_for(plan, e))
         placed = False
-        for gi in range(len(units) - 1, -1, -1):
+        for gi in range(len(units) - 1, max(-1, len(units) - 1 - MERGE_WINDOW), -1):
             g = units[gi]
             if not isinstance(g, _Group) or not _fits(g, root):
                 continue
-            trial = _Group(g.roots + [root], g.space, g.axes or root.axes, g.index)
-            try:
-                _, reads = build_kernel(plan, trial, "trial")
-            except Unfusable:
+            if not _try_join(plan, g, root, lambda reads: all(produced_by.get(v, -1) <= gi for v in reads)):
                 continue
-            if any(produced_by.get(v, -1) > gi for v in reads):
-                continue
-            units[gi] = trial
             produced_by[root.var] = gi
             placed = True
             break
@@ -411,6 +455,9 @@ def fuse(graph: Graph) -> Program:
                 g.index = len(units)
             produced_by[root.var] = len(units)
             units.append(g)
+            if not g.scatter:
+                g.builder = ExprBuilder(plan, g)
+                _root_value(g.builder, root)
 
     steps = []
     for i, unit in enumerate(units):

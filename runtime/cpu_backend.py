@@ -9,6 +9,11 @@ from .blas_threads import limit_blas_threads
 from .executable import dot_into
 
 
+def _array_type(dtype):
+    import numba
+    return numba.types.Array(numba.from_dtype(dtypes.to_numpy(dtype)), 1, "C")
+
+
 class CpuBackend:
     name = "cpu"
     xp = np
@@ -16,10 +21,19 @@ class CpuBackend:
     def __init__(self):
         limit_blas_threads()
 
-    def compile(self, program):
+    def compile(self, program, eager=False):
+        """Load the numba module; eager=True also compiles every kernel now (otherwise numba
+        compiles each on its first call)."""
         source, names = cpu.render_program(program.kernels)
         module = cpu.load_program(source)
         funcs = {k.name: (getattr(module, names[k.name]), cpu.kernel_params(k)) for k in program.kernels}
+        if eager:
+            done = set()
+            for k in program.kernels:
+                fn, params = funcs[k.name]
+                if names[k.name] not in done:
+                    done.add(names[k.name])
+                    fn.compile(tuple(_array_type(program.buffers[p].dtype) for p in params))
         return {"source": source, "functions": funcs}
 
     def to_device(self, array):

@@ -143,13 +143,16 @@ class Lowered:
                 f.write(source)
         return directory
 
-    def compile(self, donate_argnums=()):
+    def compile(self, donate_argnums=(), cuda_graph=False):
         if self.backend_name == "reference":
             return None
         leaves_per_arg = self._leaves_per_arg()
         donate = [i for a in donate_argnums for i in leaves_per_arg[a]]
         t0 = time.perf_counter()
         exe = Executable(self.program, make_backend(self.backend_name), donate, self.name)
+        if cuda_graph and self.backend_name == "cuda":
+            from .cuda_backend import CudaGraphExecutable
+            exe = CudaGraphExecutable(exe)
         self.timings["compile"] = time.perf_counter() - t0
         return exe
 
@@ -168,12 +171,13 @@ def _cpu_renderable(program):
 
 
 class Jitted:
-    def __init__(self, fn, backend=None, donate_argnums=()):
+    def __init__(self, fn, backend=None, donate_argnums=(), cuda_graph=False):
         self.fn = fn
         self.backend = backend or default_backend()
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         self.donate_argnums = tuple(donate_argnums)
+        self.cuda_graph = cuda_graph
         self.name = getattr(fn, "__name__", "fn")
         self.cache = {}
         self.retraces = []
@@ -194,7 +198,7 @@ class Jitted:
             dump_root = os.environ.get("MLBH_DUMP_DIR")
             if dump_root:
                 lowered.dump(os.path.join(dump_root, f"{self.name}_{len(self.cache)}"))
-            entry = (lowered, lowered.compile(self.donate_argnums))
+            entry = (lowered, lowered.compile(self.donate_argnums, self.cuda_graph))
             self.cache[sig] = entry
         self._last_sig = sig
         return entry
@@ -209,7 +213,9 @@ class Jitted:
         return pytree.unflatten(lowered.traced.out_tree, outs)
 
 
-def jit(fn=None, backend=None, donate_argnums=()):
+def jit(fn=None, backend=None, donate_argnums=(), cuda_graph=False):
+    """Compile fn for a backend ("cpu", "cuda", "reference"; default cuda when a device is
+    visible). cuda_graph=True replays each call's launch list as one captured CUDA graph."""
     if fn is None:
-        return lambda f: Jitted(f, backend, donate_argnums)
-    return Jitted(fn, backend, donate_argnums)
+        return lambda f: Jitted(f, backend, donate_argnums, cuda_graph)
+    return Jitted(fn, backend, donate_argnums, cuda_graph)
