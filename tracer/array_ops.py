@@ -70,15 +70,17 @@ def _weak_dtype(xs):
     return "bool"
 
 
-def broadcast_shapes(op, *shapes):
+def broadcast_shapes(op, *shapes, operands=None):
+    """The common shape; operands (the arrays, when known) name their dtypes in the error."""
     ndim = builtins.max(len(s) for s in shapes)
     result = []
     for axis in range(ndim):
         sizes = {s[axis - ndim + len(s)] for s in shapes if axis - ndim + len(s) >= 0}
         sizes.discard(1)
         if len(sizes) > 1:
-            raise ShapeError(f"{op}: shapes {' and '.join(str(list(s)) for s in shapes)} "
-                             "cannot be broadcast together", user_source())
+            what = (f"operands {' and '.join(_describe(x) for x in operands)}" if operands is not None
+                    else f"shapes {' and '.join(str(list(s)) for s in shapes)}")
+            raise ShapeError(f"{op}: {what} cannot be broadcast together", user_source())
         result.append(sizes.pop() if sizes else 1)
     return tuple(result)
 
@@ -99,7 +101,7 @@ def _prepare(op, *xs, dtype=None):
     """Promote to one dtype and broadcast to one shape."""
     dtype = dtype or _result_dtype(xs)
     arrays = [asarray(x, dtype) if _is_weak(x) else astype(x, dtype) for x in xs]
-    shape = broadcast_shapes(op, *(shape_of(a) for a in arrays))
+    shape = broadcast_shapes(op, *(shape_of(a) for a in arrays), operands=arrays)
     return [broadcast_to(a, shape) for a in arrays]
 
 
@@ -190,7 +192,8 @@ def where(condition, x, y):
         condition = not_equal(condition, 0)
     dtype = _result_dtype((x, y))
     x, y = (asarray(v, dtype) if _is_weak(v) else astype(v, dtype) for v in (x, y))
-    shape = broadcast_shapes("where", shape_of(condition), shape_of(x), shape_of(y))
+    shape = broadcast_shapes("where", shape_of(condition), shape_of(x), shape_of(y),
+                             operands=(condition, x, y))
     return lax.select(broadcast_to(condition, shape), broadcast_to(x, shape), broadcast_to(y, shape))
 
 
@@ -438,7 +441,12 @@ def matmul(a, b):
         nb = len(sb2) - 2
         out = lax.transpose(out, list(range(nb)) + [nb + 1, nb])
     else:
-        batch = broadcast_shapes("matmul", sa2[:-2], sb2[:-2])
+        try:
+            batch = broadcast_shapes("matmul", sa2[:-2], sb2[:-2])
+        except ShapeError:
+            raise ShapeError(f"matmul: {_describe(a)} @ {_describe(b)}: batch dimensions "
+                             f"{list(sa2[:-2])} and {list(sb2[:-2])} cannot be broadcast together",
+                             user_source()) from None
         a3 = broadcast_to(a2, batch + sa2[-2:])
         b3 = broadcast_to(b2, batch + sb2[-2:])
         nb = len(batch)

@@ -40,8 +40,10 @@ def _param_key(value):
         return ("ndarray", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, Graph):
         return ("graph", id(value))
-    if isinstance(value, float) and value != value:
-        return ("nan",)
+    if isinstance(value, float):  # by bits: -0.0 and 0.0 differ (1/x), NaN equals itself
+        return ("float", value.hex())
+    if isinstance(value, tuple):
+        return tuple(_param_key(v) for v in value)
     return value
 
 

@@ -71,7 +71,7 @@ register("rsqrt", shape=_float_unary_shape("rsqrt"), impl=lambda x: 1.0 / np.sqr
          vjp=lambda cts, ins, outs: [lax.div(lax.mul(_scale(cts[0], -0.5), outs[0]), ins[0])],
          kind="elementwise")
 _erf = np.frompyfunc(math.erf, 1, 1)
-register("erf", shape=_float_unary_shape("erf"), impl=lambda x: _erf(x).astype(x.dtype),
+register("erf", shape=_float_unary_shape("erf"), impl=lambda x: np.asarray(_erf(x)).astype(x.dtype),
          # d erf = 2/sqrt(pi) exp(-x^2)
          vjp=lambda cts, ins, outs: [lax.mul(_scale(cts[0], 2.0 / math.sqrt(math.pi)),
                                              lax.exp(lax.neg(lax.mul(ins[0], ins[0]))))],

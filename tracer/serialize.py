@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from . import dtypes, pytree
-from .errors import IRFileError
+from .errors import DTypeError, IRFileError
 from .ir import Eqn, Graph, Var
 from .registry import REGISTRY
 
@@ -125,7 +125,9 @@ def loads(text: str, where: str = "<string>") -> Graph:
                           f"(this mlbh reads version {VERSION})")
     try:
         return graph_from_json(obj["graph"])
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+    except KeyError as err:
+        raise IRFileError(f"{where}: malformed graph: missing key {err}") from None
+    except (TypeError, ValueError, IndexError, AttributeError, DTypeError) as err:
         raise IRFileError(f"{where}: malformed graph: {err}") from None
 
 

@@ -164,6 +164,7 @@ class custom_vjp:  # noqa: N801 (decorator, named like the primitive)
         self.fn = fn
         self.name = name or fn.__name__
         self.fwd = self.bwd = None
+        self._in_fwd = False
         functools.update_wrapper(self, fn)
 
     def defvjp(self, fwd, bwd):
@@ -173,17 +174,24 @@ class custom_vjp:  # noqa: N801 (decorator, named like the primitive)
     def __call__(self, *args):
         if self.fwd is None:
             raise TraceError(f"custom_vjp {self.name}: call defvjp(fwd, bwd) first")
-        if current_builder() is None:
+        if current_builder() is None or self._in_fwd:
+            # eager, or fwd calling the function itself (`return f(x), res`): the primal
             return self.fn(*args)
         from .tracing import bind
-        fwd_graph, cap = trace_flat(lambda *a: _pair(self.fwd(*a), self.name), args)
+        self._in_fwd = True
+        try:
+            fwd_graph, cap = trace_flat(lambda *a: _pair(self.fwd(*a), self.name), args)
+        finally:
+            self._in_fwd = False
         out_tree = fwd_graph.out_tree[1][0]
         res_tree = fwd_graph.out_tree[1][1]
         num_out = pytree.num_leaves(out_tree)
         res_specs = [spec_of(v) for v in fwd_graph.outputs[num_out:]]
         out_specs = [spec_of(v) for v in fwd_graph.outputs[:num_out]]
+        arg_leaves, arg_tree = pytree.flatten(list(args))
         bwd_graph, cap2 = trace_flat(
-            lambda res, cts: list(self.bwd(pytree.unflatten(res_tree, res), pytree.unflatten(out_tree, cts))),
+            lambda res, cts: _aligned_cts(self.name, arg_tree, arg_leaves, self.bwd(
+                pytree.unflatten(res_tree, res), pytree.unflatten(out_tree, cts))),
             (res_specs, out_specs))
         if cap or cap2:
             raise TraceError(f"custom_vjp {self.name}: fwd and bwd must not close over traced values; "
@@ -193,6 +201,43 @@ class custom_vjp:  # noqa: N801 (decorator, named like the primitive)
                     bwd=_flat_graph(bwd_graph), num_out=num_out)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
         return pytree.unflatten(out_tree, outs[:num_out])
+
+
+def _aligned_cts(name, arg_tree, arg_leaves, in_cts):
+    """bwd's result (one cotangent pytree per argument, None for zero) as a flat list with
+    exactly one array per argument leaf, so cotangents cannot shift onto the wrong input."""
+    leaves = iter(arg_leaves)
+    out = []
+
+    def walk(td, ct):
+        kind = td[0]
+        if kind == "leaf":
+            spec = spec_of(next(leaves))
+            if ct is None:
+                out.append(lax.full(spec.shape, 0, spec.dtype))
+                return
+            if tuple(getattr(ct, "shape", ())) != spec.shape:
+                raise TraceError(f"custom_vjp {name}: bwd returned a cotangent of shape "
+                                 f"{list(getattr(ct, 'shape', ()))} for an argument of shape {list(spec.shape)}")
+            out.append(ct)
+            return
+        if kind == "none":
+            return
+        keys, kids = (td[1], td[2]) if kind == "dict" else (None, td[1])
+        if ct is None:
+            vals = [None] * len(kids)
+        elif keys is not None and isinstance(ct, dict) and sorted(ct) == list(keys):
+            vals = [ct[k] for k in keys]
+        elif keys is None and isinstance(ct, (tuple, list)) and len(ct) == len(kids):
+            vals = list(ct)
+        else:
+            raise TraceError(f"custom_vjp {name}: bwd must return one cotangent per argument, "
+                             "each shaped like its argument (or None)")
+        for kid, val in zip(kids, vals):
+            walk(kid, val)
+
+    walk(arg_tree, list(in_cts) if isinstance(in_cts, (tuple, list)) else in_cts)
+    return out
 
 
 def _pair(result, name):
