@@ -25,7 +25,7 @@ def params_from_hf(state_dict, **config_overrides):
         key = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
         if key == "lm_head.weight" or key.endswith(_SKIP_SUFFIXES):
             continue
-        params[key] = np.ascontiguousarray(_to_numpy(value), dtype=np.float32)
+        params[key] = np.array(_to_numpy(value), dtype=np.float32)  # a copy: never alias the caller's tensors
     if "wte.weight" not in params:
         raise ConfigError("not a GPT-2 state dict: no wte.weight")
     vocab, n_embd = params["wte.weight"].shape

@@ -45,16 +45,21 @@ class StepRunner:
     def zeros_like(self, params):
         return {k: self.xp.zeros(v.shape, dtype=np.float32) for k, v in params.items()}
 
-    def step(self, state, micro_batches):
-        """One optimizer step over an iterable of (tokens, targets). state holds params, m, v,
-        step (number of updates done). Returns metrics."""
-        grad_sums = self.zeros_like(state["params"])
+    def accumulate(self, params, micro_batches):
+        """(loss sum, supervised token count, fp32 gradient sums) over the micro-batches."""
+        grad_sums = self.zeros_like(params)
         loss_total, tokens_total = 0.0, 0.0
         for tokens, targets in micro_batches:
             gpt2.check_tokens(tokens, self.config)
-            total, count, grad_sums = self.micro(state["params"], grad_sums, tokens, targets)
+            total, count, grad_sums = self.micro(params, grad_sums, tokens, targets)
             loss_total += float(total)
             tokens_total += float(count)
+        return loss_total, tokens_total, grad_sums
+
+    def step(self, state, micro_batches):
+        """One optimizer step over an iterable of (tokens, targets). state holds params, m, v,
+        step (number of updates done). Returns metrics."""
+        loss_total, tokens_total, grad_sums = self.accumulate(state["params"], micro_batches)
         t = state["step"] + 1
         lr = learning_rate(state["step"], self.opt)
         scalars = np.array([max(tokens_total, 1.0), lr, t], dtype=np.float32)

@@ -16,3 +16,18 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"needs a CUDA device: {unavailable_reason()}")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache_dir(tmp_path_factory):
+    """Generated kernels and numba's machine code go to a per-session folder, not ~/.cache."""
+    import os
+
+    path = str(tmp_path_factory.mktemp("mlbh_cache"))
+    old = os.environ.get("MLBH_CACHE_DIR")
+    os.environ["MLBH_CACHE_DIR"] = path
+    yield path
+    if old is None:
+        os.environ.pop("MLBH_CACHE_DIR", None)
+    else:
+        os.environ["MLBH_CACHE_DIR"] = old

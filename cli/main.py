@@ -1,0 +1,53 @@
+"""The `mlbh` command: the click group and the console-script entry point."""
+import click
+
+from .demo import demo
+from .errors import ReportingGroup
+from .ir_commands import ir
+from .planned_commands import PLANNED_COMMANDS
+
+
+def installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mlbh")
+    except PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(installed_version(), "--version", prog_name="mlbh")
+def cli():
+    """mlbh: a functional autodiff compiler in plain Python (no JAX), built to train GPT-2.
+
+    \b
+    You write a model as a pure function of numpy-like arrays (mlbh.tracer.ops).
+    mlbh compiles it in stages:
+      trace     run the function on abstract arrays, record a graph (the IR)
+      autodiff  grad / value_and_grad / vjp / jvp build the backward graph
+      passes    simplify, fold, cse, dce shrink the graph
+      fusion    group equations into kernels            (in progress)
+      codegen   CUDA via NVRTC, CPU via numba           (in progress)
+
+    \b
+    Examples:
+      mlbh demo                          trace, differentiate and check a small MLP
+      mlbh demo --save graphs/           ... and keep its graphs as JSON
+      mlbh ir show graphs/mlp_grad.json  print a graph, one equation a line
+      mlbh ir stats graphs/mlp_grad.json op counts, parameters, FLOPs, bytes
+      mlbh ir diff a.json b.json --text  what changed between two graphs
+
+    \b
+    compile, train, eval, sample and prepare are planned and say so when run.
+    Errors print one line; set MLBH_DEBUG=1 for the full traceback.
+    """
+
+
+cli.add_command(demo)
+cli.add_command(ir)
+for command in PLANNED_COMMANDS:
+    cli.add_command(command)
+
+
+def main():
+    cli(prog_name="mlbh")

@@ -1,0 +1,101 @@
+"""Kernel IR -> CUDA C: one translation unit per Kernel, compiled to cubin with NVRTC.
+
+    render_kernel(kernel)          -> CudaKernel (source, params, launch shape)
+    render_program(program)        -> [CudaKernel] for every Kernel step
+    module_source(kernels)         -> one translation unit holding all of them
+    compile_program(program, arch) -> [(CudaKernel, CubinResult)] through the compile cache
+    kernel_launch_args(kc, arrays) -> the argument tuple for cupy: fn((grid,), (block,), args,
+                                      shared_mem=kc.shared_bytes)
+
+Every kernel's source also compiles standalone with `nvcc -cubin -arch=sm_80 file.cu`.
+compile_program compiles a program's kernels as one module by default: NVRTC's fixed cost
+(headers, startup) is most of a small kernel's compile, so this is several times faster,
+and the runtime loads one cubin.
+
+The parts: cuda_launch (thread mapping: flat / row / col, grid and block), cuda_access
+(which index walks memory contiguously), cuda_kernel (signature, stores, flat loop),
+cuda_rows (row and col loops, block-wide reductions), cuda_expr (nodes -> statements, CSE
+and hoisting), cuda_types (dtypes, conversions, literals), cuda_prelude (device helpers),
+cuda_header (the comment stating what a kernel computes).
+"""
+from dataclasses import dataclass
+
+from .compile_cache import cached_compile_cubin
+from .cuda_expr import Scope
+from .cuda_header import header_comment
+from .cuda_kernel import KernelWriter, identifier, parameters
+from .cuda_launch import launch_shape
+from .cuda_prelude import prelude
+from .cuda_rows import row_loops
+from .kernel_ir import Kernel
+from .nvrtc import NvrtcCompileError
+
+
+@dataclass
+class CudaKernel:
+    name: str            # the extern "C" symbol
+    source: str          # a complete translation unit
+    params: list         # buffer names, in pointer-argument order (inputs, then outputs)
+    grid: int
+    block: int
+    shared_bytes: int    # dynamic shared memory to launch with (reductions use static shared)
+    mapping: str = ""    # "flat" | "row" | "col" (cuda_launch)
+    text: str = ""       # the source past the common prelude: header comment and kernel
+
+
+def render_kernel(kernel: Kernel) -> CudaKernel:
+    shape = launch_shape(kernel)
+    writer = KernelWriter(kernel, shape)
+    root = Scope(indent="    ")  # the kernel body: values that depend on no loop index land here
+    body = writer.flat_loop(root) if shape.mapping == "flat" else row_loops(writer, root)
+    function = "\n".join([writer.signature() + " {"] + root.lines + body + ["}"])
+    name = identifier(kernel.name)
+    text = header_comment(kernel, shape) + "\n" + function + "\n"
+    source = f"// mlbh generated CUDA kernel {name}; what it computes is stated above it.\n{prelude()}\n{text}"
+    return CudaKernel(name, source, [b.name for b, _ in parameters(kernel)], shape.grid, shape.block, 0,
+                      shape.mapping, text)
+
+
+def module_source(kernels) -> str:
+    """One translation unit with every CudaKernel in `kernels` (names must differ)."""
+    names = [kc.name for kc in kernels]
+    duplicates = sorted(n for n in set(names) if names.count(n) > 1)
+    if duplicates:
+        raise ValueError(f"module_source: duplicate kernel names {duplicates}")
+    head = [f"// mlbh generated CUDA module: {len(kernels)} kernels", prelude()]
+    return "\n".join(head + [kc.text for kc in kernels])
+
+
+def render_program(program) -> list:
+    return [render_kernel(k) for k in program.kernels]
+
+
+def compile_program(program, arch: str = "sm_80", options: tuple = (), separate: bool = False) -> list:
+    """[(CudaKernel, CubinResult)]; result.kernels[kc.name] has its registers and spills.
+
+    By default all kernels are one module: every pair holds the same CubinResult object
+    (load its cubin once). separate=True compiles each kernel's own source instead.
+    Compile errors raise NvrtcCompileError (its message quotes the offending lines).
+    """
+    kernels = render_program(program)
+    if not kernels:
+        return []
+    if not separate:
+        result = _compile(module_source(kernels), arch, options, f"{len(kernels)}-kernel module")
+        return [(kc, result) for kc in kernels]
+    return [(kc, _compile(kc.source, arch, options, f"kernel {kc.name}")) for kc in kernels]
+
+
+def _compile(source, arch, options, what):
+    try:
+        return cached_compile_cubin(source, arch, options)
+    except NvrtcCompileError as exc:
+        raise NvrtcCompileError(f"{what}: {exc}", log=exc.log, arch=exc.arch) from None
+
+
+def kernel_launch_args(kernel_cuda: CudaKernel, arrays_by_name: dict) -> tuple:
+    """The kernel's pointer arguments (device arrays) in parameter order."""
+    missing = [n for n in kernel_cuda.params if n not in arrays_by_name]
+    if missing:
+        raise KeyError(f"kernel {kernel_cuda.name} needs buffers {missing}")
+    return tuple(arrays_by_name[n] for n in kernel_cuda.params)

@@ -1,0 +1,106 @@
+"""The training runtime: gradient accumulation, exact resume, validation of inputs."""
+import json
+
+import numpy as np
+import pytest
+
+from mlbh.models import gpt2
+from mlbh.models.config import preset
+from mlbh.runtime.optim import AdamWConfig, learning_rate
+from mlbh.runtime.prepare import prepare_dataset
+from mlbh.runtime.tokenizer import Tokenizer
+from mlbh.runtime.train import Trainer
+from mlbh.runtime.train_config import TrainConfig, load_config_file
+from mlbh.runtime.train_step import StepRunner
+from mlbh.tracer.errors import ConfigError, DataError
+
+CONFIG = preset("mini", vocab_size=61, block_size=32)
+
+
+def _state(runner, seed=0):
+    params = gpt2.init_params(CONFIG, seed)
+    return {"params": params, "m": runner.zeros_like(params), "v": runner.zeros_like(params), "step": 0}
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return StepRunner(CONFIG, AdamWConfig(lr=1e-3, min_lr=1e-4, warmup_steps=2, max_steps=10), "cpu")
+
+
+def test_micro_batches_of_1_and_3_equal_one_batch_of_4(runner):
+    rng = np.random.default_rng(0)
+    seq = rng.integers(0, 61, (4, 17)).astype(np.int32)
+    tokens, targets = seq[:, :-1], seq[:, 1:].copy()
+    targets[2, :5] = -100  # unequal supervised counts per micro-batch must still weigh correctly
+    params = gpt2.init_params(CONFIG, 0)
+    loss_a, count_a, sums_a = runner.accumulate(params, [(tokens, targets)])
+    loss_b, count_b, sums_b = runner.accumulate(params, [(tokens[:1], targets[:1]), (tokens[1:], targets[1:])])
+    assert count_a == count_b == 4 * 16 - 5
+    assert abs(loss_a / count_a - loss_b / count_b) < 1e-6
+    for k in params:
+        assert np.abs(sums_a[k] / count_a - sums_b[k] / count_b).max() < 1e-6, k
+    whole, split = _state(runner), _state(runner)
+    assert abs(runner.step(whole, [(tokens, targets)])["loss"]
+               - runner.step(split, [(tokens[:1], targets[:1]), (tokens[1:], targets[1:])])["loss"]) < 1e-6
+
+
+def test_out_of_range_token_ids_are_rejected_before_running(runner):
+    bad = np.zeros((2, 16), np.int32)
+    bad[1, 3] = 61
+    with pytest.raises(DataError, match=r"token id 61 at \(batch 1, position 3\)"):
+        runner.step(_state(runner), [(bad, bad)])
+    with pytest.raises(DataError, match="exceeds the model context"):
+        gpt2.check_tokens(np.zeros((1, 33), np.int32), CONFIG)
+
+
+def test_learning_rate_warms_up_then_follows_cosine_to_min_lr():
+    cfg = AdamWConfig(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    assert learning_rate(0, cfg) == pytest.approx(0.1)
+    assert learning_rate(9, cfg) == pytest.approx(1.0)
+    assert learning_rate(60, cfg) == pytest.approx(0.55)
+    assert learning_rate(110, cfg) == pytest.approx(0.1)
+
+
+def test_config_validation_names_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="global_batch 10 is not divisible by micro_batch x world_size = 4 x 1"):
+        TrainConfig(global_batch=10, micro_batch=4).validate()
+    bad = tmp_path / "c.json"
+    bad.write_text(json.dumps({"lr": 1e-3, "learning_rate": 3}))
+    with pytest.raises(ConfigError, match="unknown settings learning_rate"):
+        load_config_file(str(bad))
+    good = tmp_path / "c.toml"
+    good.write_text("lr = 0.002\nmax_steps = 7\n")
+    assert TrainConfig().with_overrides(**load_config_file(str(good))).max_steps == 7
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    texts = [f"Document {i}: " + " ".join(["the quick brown fox jumps over the lazy dog"] * (20 + i))
+             for i in range(12)]
+    tok = Tokenizer.train(texts, 300)
+    out = tmp_path_factory.mktemp("data")
+    prepare_dataset(texts, str(out), tok, val_fraction=0.2, num_proc=1, progress=False)
+    return str(out)
+
+
+def _train(dataset, out, max_steps, resume=False):
+    cfg = TrainConfig(preset="mini", data=dataset, out=str(out), seq_len=32, micro_batch=2, global_batch=4,
+                      max_steps=20, warmup_steps=3, eval_interval=5, eval_batches=2, resume=resume,
+                      backend="cpu", keep_last=5)
+    trainer = Trainer(cfg, log=lambda *_: None)
+    if max_steps < 20:  # stop early, as a crash or Ctrl-C would after a checkpoint
+        trainer.cfg = cfg.with_overrides(max_steps=max_steps)
+    return trainer.run()
+
+
+def test_resume_continues_bit_identically(dataset, tmp_path):
+    straight = _train(dataset, tmp_path / "a", 20)
+    _train(dataset, tmp_path / "b", 10)
+    resumed = _train(dataset, tmp_path / "b", 20, resume=True)
+    for k, v in straight["state"]["params"].items():
+        assert np.array_equal(v, resumed["state"]["params"][k]), k
+    logged = [r["step"] for r in resumed["records"]]
+    assert logged == list(range(1, 21)), "metrics.jsonl holds each step once after a resume"
+    assert straight["records"][-1]["loss"] == resumed["records"][-1]["loss"]
+    assert straight["records"][-1]["loss"] < straight["records"][0]["loss"]
+    assert (tmp_path / "b" / "latest.json").exists()
