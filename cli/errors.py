@@ -12,7 +12,6 @@ import click
 from mlbh.tracer.errors import MlbhError
 
 EXIT_ERROR = 1
-EXIT_NOT_BUILT = 2
 
 
 def debug_enabled() -> bool:
@@ -34,10 +33,3 @@ class ReportingGroup(click.Group):
                 raise
             report_error(str(err))
             sys.exit(EXIT_ERROR)
-
-
-def exit_not_built(command: str, planned: str) -> None:
-    """The stand-in body of a command that is planned but not written yet."""
-    click.echo(f"mlbh {command}: not built yet ({planned}); see README.md for what works today",
-               err=True)
-    sys.exit(EXIT_NOT_BUILT)

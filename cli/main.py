@@ -1,10 +1,13 @@
 """The `mlbh` command: the click group and the console-script entry point."""
 import click
 
+from .compile_command import compile
 from .demo import demo
 from .errors import ReportingGroup
+from .eval_command import evaluate, sample
 from .ir_commands import ir
-from .planned_commands import PLANNED_COMMANDS
+from .prepare_command import prepare
+from .train_command import train
 
 
 def installed_version() -> str:
@@ -26,11 +29,13 @@ def cli():
       trace     run the function on abstract arrays, record a graph (the IR)
       autodiff  grad / value_and_grad / vjp / jvp build the backward graph
       passes    simplify, fold, cse, dce shrink the graph
-      fusion    group equations into kernels            (in progress)
-      codegen   CUDA via NVRTC, CPU via numba           (in progress)
+      fusion    group equations into row kernels and GEMM calls
+      codegen   CUDA C via NVRTC, CPU via numba; one memory arena
 
     \b
     Examples:
+      mlbh train                         train a small GPT on Shakespeare (CPU or GPU)
+      mlbh compile gpt2                  compile GPT-2 124M's train step, print a summary
       mlbh demo                          trace, differentiate and check a small MLP
       mlbh demo --save graphs/           ... and keep its graphs as JSON
       mlbh ir show graphs/mlp_grad.json  print a graph, one equation a line
@@ -38,14 +43,11 @@ def cli():
       mlbh ir diff a.json b.json --text  what changed between two graphs
 
     \b
-    compile, train, eval, sample and prepare are planned and say so when run.
     Errors print one line; set MLBH_DEBUG=1 for the full traceback.
     """
 
 
-cli.add_command(demo)
-cli.add_command(ir)
-for command in PLANNED_COMMANDS:
+for command in (train, compile, prepare, evaluate, sample, demo, ir):
     cli.add_command(command)
 
 

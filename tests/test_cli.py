@@ -260,14 +260,6 @@ def test_help_teaches_the_pipeline_and_lists_commands():
     assert "trace" in out and "autodiff" in out and "fusion" in out and "codegen" in out
 
 
-@pytest.mark.parametrize("command", ["compile", "train", "eval", "sample", "prepare"])
-def test_planned_commands_say_not_built_and_exit_2(command):
-    result = invoke(command, "--some-flag", "value")
-    assert result.exit_code == 2
-    assert "not built yet" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-
-
 def test_demo_checks_the_gradient_and_passes(tmp_path):
     result = invoke("demo", "--save", tmp_path)
     assert result.exit_code == 0, result.output

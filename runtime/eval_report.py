@@ -1,0 +1,52 @@
+"""Evaluation of a checkpoint on a prepared split: every target token scored exactly once,
+in non-overlapping windows. Reports mean loss (nats/token), perplexity, bits per token and
+bits per byte (the bytes of the scored tokens' text)."""
+import math
+
+import numpy as np
+
+from mlbh.models.config import GPT2Config
+from mlbh.tracer.errors import CheckpointError
+
+from .checkpoint import load_checkpoint
+from .data import TokenDataset
+from .evaluate import make_loss_and_count
+from .jit import jit
+
+
+def load_model(checkpoint_path):
+    ck = load_checkpoint(checkpoint_path)
+    model = ck.state.get("model")
+    if not model:
+        raise CheckpointError(f"{ck.path}: no model config in state.json")
+    return ck, GPT2Config.from_dict(model)
+
+
+def evaluate_checkpoint(checkpoint_path, data_dir, split="val", batch_size=8, seq_len=None,
+                        max_tokens=None, backend="cpu", progress=None):
+    ck, config = load_model(checkpoint_path)
+    seq_len = seq_len or min(config.block_size, ck.state.get("train", {}).get("seq_len", config.block_size))
+    data = TokenDataset(data_dir, split)
+    tokenizer = None
+    if data.tokenizer_path:
+        from .tokenizer import Tokenizer
+        tokenizer = Tokenizer.load(data.tokenizer_path)
+    fn = jit(make_loss_and_count(config), backend=backend)
+    total, count, nbytes = 0.0, 0, 0
+    n_batches = -(-data.num_eval_windows(seq_len, max_tokens) // batch_size)
+    for i, (tokens, targets) in enumerate(data.iter_eval_batches(batch_size, seq_len, max_tokens)):
+        t, c = fn(ck.params, np.asarray(tokens, np.int32), np.asarray(targets, np.int32))
+        total += float(t)
+        count += int(round(float(c)))
+        if tokenizer is not None:
+            ids = np.asarray(targets)[np.asarray(targets) >= 0]
+            nbytes += sum(len(tokenizer.token_bytes(int(j))) for j in ids)
+        if progress:
+            progress(i + 1, n_batches)
+    mean = total / max(count, 1)
+    result = {"checkpoint": str(ck.path), "step": ck.step, "split": split, "tokens": count,
+              "loss": mean, "perplexity": math.exp(min(mean, 700)), "bits_per_token": mean / math.log(2)}
+    if nbytes:
+        result["bytes"] = nbytes
+        result["bits_per_byte"] = total / math.log(2) / nbytes
+    return result
