@@ -27,12 +27,14 @@ def compile(model, preset, micro_batch, seq_len, backend, arch, compute_dtype, d
       mlbh compile gpt2 --preset tiny --seq-len 256 --backend cpu
       mlbh compile gpt2 --dump-ir ir/            then read ir/micro_step/04_kernels.txt
     """
-    from mlbh.runtime.compile_report import compile_gpt2
+    from mlbh.models.gpt2 import from_preset
+    from mlbh.runtime.compile_report import compile_model
     log = (lambda *_: None) if as_json else click.echo
     if not as_json:
         click.echo(f"compiling {preset} train step: micro-batch {micro_batch} x {seq_len} tokens, "
                    f"{backend} ({arch if backend == 'cuda' else 'numba'}), {compute_dtype}")
-    report = compile_gpt2(preset, micro_batch, seq_len, backend, dump_ir, arch, compute_dtype, log=log)
+    model = from_preset(preset, compute_dtype=compute_dtype)
+    report = compile_model(model, micro_batch, seq_len, backend, dump_ir, arch, log=log)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

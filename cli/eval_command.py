@@ -24,12 +24,13 @@ def evaluate(checkpoint, data, split, batch_size, seq_len, max_tokens, backend, 
     """
     from mlbh.runtime.eval_report import evaluate_checkpoint
     from mlbh.runtime.jit import default_backend
+    ck, model = load_model(checkpoint)
 
     def progress(i, n):
         if not as_json:
             click.echo(f"\r  batch {i}/{n}", nl=False, err=True)
 
-    result = evaluate_checkpoint(checkpoint, data, split, batch_size, seq_len, max_tokens,
+    result = evaluate_checkpoint(model, ck, data, split, batch_size, seq_len, max_tokens,
                                  backend or default_backend(), progress)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -55,17 +56,16 @@ def sample(checkpoint, prompts, max_new_tokens, temperature, top_k, seed, backen
 
     (This version recomputes a fixed window per token; a KV-cache decoder is planned.)
     """
-    from mlbh.runtime.eval_report import load_model
     from mlbh.runtime.jit import default_backend
     from mlbh.runtime.sampling import WindowSampler
     from mlbh.runtime.tokenizer import Tokenizer
     from mlbh.tracer.errors import CheckpointError
-    ck, config = load_model(checkpoint)
+    ck, model = load_model(checkpoint)
     path = ck.state.get("tokenizer")
     if not path:
         raise CheckpointError(f"{ck.path}: the checkpoint names no tokenizer")
     tok = Tokenizer.load(path)
-    sampler = WindowSampler(config, backend or default_backend())
+    sampler = WindowSampler(model, backend or default_backend())
     for n, prompt in enumerate(prompts):
         click.echo(f"--- prompt {n + 1} " + "-" * 40)
         sys.stdout.write(prompt)
@@ -84,6 +84,17 @@ def sample(checkpoint, prompts, max_new_tokens, temperature, top_k, seed, backen
         if pending:
             sys.stdout.write(tok.decode(pending))
         sys.stdout.write("\n")
+
+
+def load_model(path):
+    """(checkpoint, model) for a run directory or checkpoint directory."""
+    from mlbh.models.gpt2 import GPT2
+    from mlbh.runtime.checkpoint import load_checkpoint
+    from mlbh.tracer.errors import CheckpointError
+    ck = load_checkpoint(path)
+    if not ck.state.get("model"):
+        raise CheckpointError(f"{ck.path}: no model config in state.json")
+    return ck, GPT2.from_dict(ck.state["model"])
 
 
 def _complete(tok, ids):

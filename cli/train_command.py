@@ -59,8 +59,9 @@ def train(config_file, dump_ir, **flags):
     cfg = base.with_overrides(**flags).validate()
     if dump_ir:
         os.environ["MLBH_DUMP_DIR"] = dump_ir
+    from mlbh.models.gpt2 import from_preset
     from mlbh.runtime.train import train as run_training
-    trainer, result = run_training(cfg)
+    trainer, result = run_training(cfg, from_preset)
     records = result["records"]
     rates = [r["tokens_per_s"] for r in records[len(records) // 2:]] or [0.0]
     click.echo(f"\nfinal step {result['final_step']}: val loss {result['val_loss']:.4f}, "

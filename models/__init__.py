@@ -1,3 +1,3 @@
 """mlbh.models: model functions, configs and presets, checkpoint-name maps."""
 from .config import PRESETS, GPT2Config, preset  # noqa: F401
-from .gpt2 import forward, init_params, loss, num_params, param_shapes  # noqa: F401
+from .gpt2 import GPT2, forward, from_preset, init_params, loss, num_params, param_shapes  # noqa: F401

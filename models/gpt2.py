@@ -139,3 +139,55 @@ def loss(params, tokens, targets, config: GPT2Config, reduction="mean", dropout_
     """Cross-entropy of the next token, over targets != -100 (mean or sum)."""
     logits = forward(params, tokens, config, dropout_key)
     return ops.cross_entropy(logits, targets, ignore_index=-100, reduction=reduction)
+
+
+class GPT2:
+    """GPT-2 of one config, as the object the runtime trains, evaluates and samples from
+    (the runtime knows only these methods, never this module)."""
+
+    def __init__(self, config: GPT2Config):
+        self.config = config
+
+    @property
+    def context(self) -> int:
+        return self.config.block_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"GPT-2 {c.n_layer} layers x {c.n_embd} wide, {c.n_head} heads ({num_params(c) / 1e6:.2f}M params, "
+                f"vocab {c.vocab_size}, {c.compute_dtype})")
+
+    def loss(self, params, tokens, targets, reduction="mean"):
+        return loss(params, tokens, targets, self.config, reduction)
+
+    def forward(self, params, tokens):
+        return forward(params, tokens, self.config)
+
+    def init_params(self, seed=0):
+        return init_params(self.config, seed)
+
+    def param_shapes(self):
+        return param_shapes(self.config)
+
+    def check_tokens(self, tokens, what="tokens"):
+        check_tokens(tokens, self.config, what)
+
+    def to_dict(self):
+        return self.config.to_dict()
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(GPT2Config.from_dict(d))
+
+
+def from_preset(name: str, vocab_size: int | None = None, compute_dtype: str = "float32") -> GPT2:
+    """GPT2 for a preset name, with the vocabulary of the data it will see."""
+    from .config import preset
+    overrides = {"compute_dtype": compute_dtype}
+    if vocab_size:
+        overrides["vocab_size"] = vocab_size
+    return GPT2(preset(name, **overrides))

@@ -2,8 +2,8 @@
 
 import json
 import os
-import tempfile
 
+from mlbh.runtime.atomic import atomic_write_text
 from mlbh.runtime.bpe_bytes import bytes_to_text, text_to_bytes
 from mlbh.runtime.bpe_vocab import Vocabulary
 from mlbh.tracer.errors import DataError
@@ -36,38 +36,7 @@ def vocabulary_to_json(vocab):
 
 
 def save_vocabulary(vocab, path):
-    write_text_atomically(os.fspath(path), vocabulary_to_json(vocab))
-
-
-def write_text_atomically(path, text):
-    """Write `text` to a temporary file next to `path`, fsync it, then rename over `path`,
-    so a reader sees the old file or the new one, never a partial one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not possible on every platform; the rename itself is already atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write_text(os.fspath(path), vocabulary_to_json(vocab))
 
 
 def load_vocabulary(path):

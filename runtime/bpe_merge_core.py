@@ -1,12 +1,14 @@
 """The numba kernel of BPE training: repeated pair merges with incremental pair counts.
 
 Words are the unique pre-tokens, stored back to back in one int32 token array; each has a
-start, a current length (it shrinks in place as merges apply) and a corpus count.
+row in `words`: start, current length (it shrinks in place as merges apply), corpus count
+and the last merge step that visited it. Row layouts keep what one access needs in one
+cache line, which matters once the tables outgrow the caches.
 
 For every adjacent token pair ever seen the kernel keeps its total count (weighted by word
 counts) and a linked list of the words that contained it when it was counted. A merge
 visits only the words on the merged pair's list, rewrites them, and adjusts the counts of
-the pairs whose occurrences changed. Lists are never pruned: a visited word is checked for
+the pairs next to each merge site. Lists are never pruned: a visited word is checked for
 the pair first.
 
 The best pair comes from a max-heap with lazy deletion: every count change pushes a new
@@ -21,7 +23,8 @@ of merges and report progress between them.
 import numpy as np
 from numba import njit
 
-# Columns of the `pairs` table.
+# Columns of the `words` and `pairs` tables.
+W_START, W_LEN, W_COUNT, W_STAMP = range(4)
 P_LEFT, P_RIGHT, P_COUNT, P_HEAD, P_DELTA, P_STAMP = range(6)
 # Slots of the `counters` array.
 N_PAIRS, N_NODES, HEAP_SIZE, TABLE_USED, N_TOUCHED = range(5)
@@ -35,40 +38,48 @@ HASH_MULTIPLIER = -7046029254386353131
 
 
 @njit(cache=True)
-def _slot(keys, key):
-    mask = keys.size - 1
+def _slot(table, key):
+    """Row of `table` (open addressing: rows of [key, pair index]) holding `key`, or the
+    empty row where it belongs."""
+    mask = table.shape[0] - 1
     h = key * HASH_MULTIPLIER
     i = (h ^ (h >> 32)) & mask
-    while keys[i] != key and keys[i] != EMPTY_KEY:
+    while table[i, 0] != key and table[i, 0] != EMPTY_KEY:
         i = (i + 1) & mask
     return i
 
 
 @njit(cache=True)
-def _rehash(keys, values, capacity):
-    new_keys = np.full(capacity, EMPTY_KEY, np.int64)
-    new_values = np.empty(capacity, np.int64)
-    for i in range(keys.size):
-        if keys[i] != EMPTY_KEY:
-            j = _slot(new_keys, keys[i])
-            new_keys[j] = keys[i]
-            new_values[j] = values[i]
-    return new_keys, new_values
+def _empty_table(capacity):
+    table = np.empty((capacity, 2), np.int64)
+    table[:, 0] = EMPTY_KEY
+    return table
 
 
 @njit(cache=True)
-def _pair_index(keys, values, pairs, counters, left, right):
+def _rehash(table, capacity):
+    new_table = _empty_table(capacity)
+    for i in range(table.shape[0]):
+        if table[i, 0] != EMPTY_KEY:
+            j = _slot(new_table, table[i, 0])
+            new_table[j, 0] = table[i, 0]
+            new_table[j, 1] = table[i, 1]
+    return new_table
+
+
+@njit(cache=True)
+def _pair_index(table, pairs, counters, left, right):
     """Index of the pair (left, right), created with count 0 if new. The caller has
-    reserved room in `pairs` and the hash table."""
+    reserved room in `pairs` and `table`."""
     key = (np.int64(left) << 32) | np.int64(right)
-    i = _slot(keys, key)
-    if keys[i] == key:
-        return values[i]
+    i = _slot(table, key)
+    if table[i, 0] == key:
+        return table[i, 1]
     p = counters[N_PAIRS]
     counters[N_PAIRS] = p + 1
     counters[TABLE_USED] += 1
-    keys[i] = key
-    values[i] = p
+    table[i, 0] = key
+    table[i, 1] = p
     pairs[p, P_LEFT] = left
     pairs[p, P_RIGHT] = right
     pairs[p, P_COUNT] = 0
@@ -96,41 +107,36 @@ def _grow_1d(a, min_size):
     return grown
 
 
-# ---------------------------------------------------------------- heap of (count, pair)
+# ---------------------------------------------------------------- heap of (count, key, pair)
+
+# Heap rows: count, pair key (left << 32 | right, so a smaller key means the smaller left
+# id, then the smaller right id) and pair index. Comparing rows needs nothing but the heap.
 
 
 @njit(cache=True)
-def _pops_before(heap, i, j, pairs):
-    ci = heap[i, 0]
-    cj = heap[j, 0]
-    if ci != cj:
-        return ci > cj
-    pi = heap[i, 1]
-    pj = heap[j, 1]
-    if pairs[pi, P_LEFT] != pairs[pj, P_LEFT]:
-        return pairs[pi, P_LEFT] < pairs[pj, P_LEFT]
-    return pairs[pi, P_RIGHT] < pairs[pj, P_RIGHT]
+def _pops_before(heap, i, j):
+    if heap[i, 0] != heap[j, 0]:
+        return heap[i, 0] > heap[j, 0]
+    return heap[i, 1] < heap[j, 1]
 
 
 @njit(cache=True)
 def _swap(heap, i, j):
-    c = heap[i, 0]
-    p = heap[i, 1]
-    heap[i, 0] = heap[j, 0]
-    heap[i, 1] = heap[j, 1]
-    heap[j, 0] = c
-    heap[j, 1] = p
+    for column in range(3):
+        value = heap[i, column]
+        heap[i, column] = heap[j, column]
+        heap[j, column] = value
 
 
 @njit(cache=True)
-def _sift_down(heap, i, size, pairs):
+def _sift_down(heap, i, size):
     while True:
         best = i
         left = 2 * i + 1
         right = left + 1
-        if left < size and _pops_before(heap, left, best, pairs):
+        if left < size and _pops_before(heap, left, best):
             best = left
-        if right < size and _pops_before(heap, right, best, pairs):
+        if right < size and _pops_before(heap, right, best):
             best = right
         if best == i:
             return
@@ -139,26 +145,33 @@ def _sift_down(heap, i, size, pairs):
 
 
 @njit(cache=True)
-def _heap_push(heap, counters, pairs, count, p):
+def _set_row(heap, i, pairs, p):
+    heap[i, 0] = pairs[p, P_COUNT]
+    heap[i, 1] = (pairs[p, P_LEFT] << 32) | pairs[p, P_RIGHT]
+    heap[i, 2] = p
+
+
+@njit(cache=True)
+def _heap_push(heap, counters, pairs, p):
+    """Push pair p with its current count."""
     i = counters[HEAP_SIZE]
     counters[HEAP_SIZE] = i + 1
-    heap[i, 0] = count
-    heap[i, 1] = p
+    _set_row(heap, i, pairs, p)
     while i > 0:
         parent = (i - 1) // 2
-        if not _pops_before(heap, i, parent, pairs):
+        if not _pops_before(heap, i, parent):
             return
         _swap(heap, i, parent)
         i = parent
 
 
 @njit(cache=True)
-def _heap_pop(heap, counters, pairs):
+def _heap_pop(heap, counters):
     size = counters[HEAP_SIZE] - 1
     counters[HEAP_SIZE] = size
-    heap[0, 0] = heap[size, 0]
-    heap[0, 1] = heap[size, 1]
-    _sift_down(heap, 0, size, pairs)
+    for column in range(3):
+        heap[0, column] = heap[size, column]
+    _sift_down(heap, 0, size)
 
 
 @njit(cache=True)
@@ -167,12 +180,11 @@ def _rebuild_heap(heap, counters, pairs):
     size = 0
     for p in range(counters[N_PAIRS]):
         if pairs[p, P_COUNT] > 0:
-            heap[size, 0] = pairs[p, P_COUNT]
-            heap[size, 1] = p
+            _set_row(heap, size, pairs, p)
             size += 1
     counters[HEAP_SIZE] = size
     for i in range(size // 2 - 1, -1, -1):
-        _sift_down(heap, i, size, pairs)
+        _sift_down(heap, i, size)
 
 
 # ---------------------------------------------------------------- word lists and deltas
@@ -209,31 +221,52 @@ def _contains_pair(tokens, start, length, a, b):
 
 
 @njit(cache=True)
+def _change_pair_count(table, pairs, touched, counters, left, right, delta, step):
+    p = _pair_index(table, pairs, counters, left, right)
+    _add_delta(pairs, touched, counters, p, delta, step)
+    return p
+
+
+@njit(cache=True)
 def _merge_in_word(tokens, start, length, a, b, new_id, count, w, step,
-                   keys, values, pairs, nodes, touched, counters):
-    """Replace every (a, b) in the word by new_id, left to right; record pair deltas.
-    Returns the new length."""
+                   table, pairs, nodes, touched, counters):
+    """Replace every (a, b) in the word by new_id, left to right, recording the count
+    changes of the pairs around each merge site. Returns the new length.
+
+    Site rules, for ... x a b y ...: (x, a), (a, b), (b, y) lose `count`; (x', new) and
+    (new, y) gain it, where x' is x or, right after another site, new itself. When y starts
+    the next site, (b, y) is removed here and (new, new) added there, once.
+    """
     end = start + length
-    for i in range(start, end - 1):
-        p = _pair_index(keys, values, pairs, counters, tokens[i], tokens[i + 1])
-        _add_delta(pairs, touched, counters, p, -count, step)
     out = start
     i = start
+    after_site = False
     while i < end:
         if i + 1 < end and tokens[i] == a and tokens[i + 1] == b:
+            if out > start:
+                if after_site:
+                    p = _change_pair_count(table, pairs, touched, counters, new_id, new_id, count, step)
+                else:
+                    x = tokens[out - 1]
+                    _change_pair_count(table, pairs, touched, counters, x, a, -count, step)
+                    p = _change_pair_count(table, pairs, touched, counters, x, new_id, count, step)
+                _note_word_has_pair(pairs, nodes, counters, p, w)
+            _change_pair_count(table, pairs, touched, counters, a, b, -count, step)
+            if i + 2 < end:
+                y = tokens[i + 2]
+                _change_pair_count(table, pairs, touched, counters, b, y, -count, step)
+                next_is_site = y == a and i + 3 < end and tokens[i + 3] == b
+                if not next_is_site:
+                    p = _change_pair_count(table, pairs, touched, counters, new_id, y, count, step)
+                    _note_word_has_pair(pairs, nodes, counters, p, w)
             tokens[out] = new_id
             i += 2
+            after_site = True
         else:
             tokens[out] = tokens[i]
             i += 1
+            after_site = False
         out += 1
-    for i in range(start, out - 1):
-        left = tokens[i]
-        right = tokens[i + 1]
-        p = _pair_index(keys, values, pairs, counters, left, right)
-        _add_delta(pairs, touched, counters, p, count, step)
-        if left == new_id or right == new_id:
-            _note_word_has_pair(pairs, nodes, counters, p, w)
     return out - start
 
 
@@ -244,24 +277,26 @@ def _merge_in_word(tokens, start, length, a, b, new_id, count, w, step,
 def init_state(tokens, word_start, word_len, word_count):
     """Count every adjacent pair of the initial (byte) words; build lists and heap."""
     n_words = word_len.size
+    words = np.empty((n_words, 4), np.int64)
+    words[:, W_START] = word_start
+    words[:, W_LEN] = word_len
+    words[:, W_COUNT] = word_count
+    words[:, W_STAMP] = -1
     pair_capacity = 1 << 17  # all byte pairs (65536) fit before any merge
-    keys = np.full(2 * pair_capacity, EMPTY_KEY, np.int64)
-    values = np.empty(2 * pair_capacity, np.int64)
+    table = _empty_table(2 * pair_capacity)
     pairs = np.empty((pair_capacity, 6), np.int64)
     nodes = np.empty((max(1024, tokens.size), 2), np.int32)
     counters = np.zeros(8, np.int64)
     for w in range(n_words):
         start = word_start[w]
         for i in range(start, start + word_len[w] - 1):
-            p = _pair_index(keys, values, pairs, counters, tokens[i], tokens[i + 1])
+            p = _pair_index(table, pairs, counters, tokens[i], tokens[i + 1])
             pairs[p, P_COUNT] += word_count[w]
             _note_word_has_pair(pairs, nodes, counters, p, w)
-    heap = np.empty((max(1024, 2 * counters[N_PAIRS]), 2), np.int64)
+    heap = np.empty((max(1024, 2 * counters[N_PAIRS]), 3), np.int64)
     _rebuild_heap(heap, counters, pairs)
     touched = np.empty(1024, np.int64)
-    word_stamp = np.full(n_words, -1, np.int64)
-    return (tokens, word_start, word_len, word_count, word_stamp,
-            keys, values, pairs, nodes, heap, touched, counters)
+    return (tokens, words, table, pairs, nodes, heap, touched, counters)
 
 
 @njit(cache=True)
@@ -270,15 +305,14 @@ def run_merges(state, first_new_id, first_step, n_steps, merged_pairs, merged_co
     written to merged_pairs[k] = (left id, right id) and merged_counts[k]; its new token
     id is first_new_id + k. Returns (state, merges made); fewer than n_steps means no pair
     is left."""
-    (tokens, word_start, word_len, word_count, word_stamp,
-     keys, values, pairs, nodes, heap, touched, counters) = state
+    tokens, words, table, pairs, nodes, heap, touched, counters = state
     made = 0
     while made < n_steps:
         best = -1
         while counters[HEAP_SIZE] > 0:
             count = heap[0, 0]
-            p = heap[0, 1]
-            _heap_pop(heap, counters, pairs)
+            p = heap[0, 2]
+            _heap_pop(heap, counters)
             if count > 0 and pairs[p, P_COUNT] == count:
                 best = p
                 break
@@ -298,23 +332,23 @@ def run_merges(state, first_new_id, first_step, n_steps, merged_pairs, merged_co
         while node != -1:
             w = nodes[node, 0]
             node = nodes[node, 1]
-            if word_stamp[w] == step:
+            if words[w, W_STAMP] == step:
                 continue
-            word_stamp[w] = step
-            start = word_start[w]
-            length = word_len[w]
+            words[w, W_STAMP] = step
+            start = words[w, W_START]
+            length = words[w, W_LEN]
             if not _contains_pair(tokens, start, length, a, b):
                 continue
             if counters[N_PAIRS] + length > pairs.shape[0]:
                 pairs = _grow_rows(pairs, counters[N_PAIRS] + length)
-            while 2 * (counters[TABLE_USED] + length) > keys.size:
-                keys, values = _rehash(keys, values, 2 * keys.size)
+            while 2 * (counters[TABLE_USED] + length) > table.shape[0]:
+                table = _rehash(table, 2 * table.shape[0])
             if counters[N_NODES] + length > nodes.shape[0]:
                 nodes = _grow_rows(nodes, counters[N_NODES] + length)
-            if counters[N_TOUCHED] + 2 * length > touched.size:
-                touched = _grow_1d(touched, counters[N_TOUCHED] + 2 * length)
-            word_len[w] = _merge_in_word(tokens, start, length, a, b, new_id, word_count[w], w, step,
-                                         keys, values, pairs, nodes, touched, counters)
+            if counters[N_TOUCHED] + 3 * length > touched.size:
+                touched = _grow_1d(touched, counters[N_TOUCHED] + 3 * length)
+            words[w, W_LEN] = _merge_in_word(tokens, start, length, a, b, new_id, words[w, W_COUNT], w, step,
+                                             table, pairs, nodes, touched, counters)
 
         if counters[HEAP_SIZE] + counters[N_TOUCHED] > heap.shape[0]:
             heap = _grow_rows(heap, counters[HEAP_SIZE] + counters[N_TOUCHED])
@@ -324,10 +358,8 @@ def run_merges(state, first_new_id, first_step, n_steps, merged_pairs, merged_co
             if delta != 0:
                 pairs[p, P_COUNT] += delta
                 if pairs[p, P_COUNT] > 0:
-                    _heap_push(heap, counters, pairs, pairs[p, P_COUNT], p)
+                    _heap_push(heap, counters, pairs, p)
         if counters[HEAP_SIZE] > 4 * counters[N_PAIRS] + 65536:
             _rebuild_heap(heap, counters, pairs)
         made += 1
-    state = (tokens, word_start, word_len, word_count, word_stamp,
-             keys, values, pairs, nodes, heap, touched, counters)
-    return state, made
+    return (tokens, words, table, pairs, nodes, heap, touched, counters), made

@@ -18,6 +18,7 @@ from mlbh.runtime.bpe_merge_core import init_state, run_merges
 
 FIRST_MERGED_ID = 256
 _MERGES_PER_CALL = 512
+_SECONDS_BETWEEN_REPORTS = 2.0
 
 
 def learn_merges(pretoken_counts, n_merges, progress=False):
@@ -28,17 +29,19 @@ def learn_merges(pretoken_counts, n_merges, progress=False):
     merged_counts = np.empty(max(n_merges, 0), np.int64)
     if n_merges <= 0:
         return merged_pairs
-    started = time.perf_counter()
+    started = last_report = time.perf_counter()
     state = init_state(tokens, word_start, word_len, word_count)
     done = 0
     while done < n_merges:
         wanted = min(_MERGES_PER_CALL, n_merges - done)
         state, made = run_merges(state, FIRST_MERGED_ID, done, wanted, merged_pairs, merged_counts)
         done += made
-        if progress and made:
-            _report(f"merges {done}/{n_merges} (last count {merged_counts[done - 1]}), "
-                    f"{time.perf_counter() - started:.1f}s")
-        if made < wanted:
+        finished = made < wanted or done == n_merges
+        now = time.perf_counter()
+        if progress and done and (finished or now - last_report >= _SECONDS_BETWEEN_REPORTS):
+            last_report = now
+            _report(f"merges {done}/{n_merges} (last count {merged_counts[done - 1]}), {now - started:.1f}s")
+        if finished:
             break
     return merged_pairs[:done]
 

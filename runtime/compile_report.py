@@ -1,11 +1,7 @@
-"""Compile GPT-2's train step and optimizer update without training, and report every
+"""Compile a model's train step and optimizer update without training, and report every
 stage: graph sizes, kernels, memory, compile times, cache hits (`mlbh compile gpt2`)."""
 import time
 
-import numpy as np
-
-from mlbh.models import gpt2
-from mlbh.models.config import preset
 from mlbh.tracer.tracing import Spec
 
 from .jit import jit
@@ -13,22 +9,15 @@ from .optim import AdamWConfig, make_update
 from .train_step import make_micro_step
 
 
-def _param_specs(config):
-    return {k: Spec(s, "float32") for k, s in gpt2.param_shapes(config).items()}
-
-
-def compile_gpt2(preset_name="gpt2", micro_batch=8, seq_len=1024, backend="cuda", dump_dir=None,
-                 arch="sm_90", compute_dtype=None, vocab_size=None, log=print):
-    overrides = {"compute_dtype": compute_dtype or "float32"}
-    if vocab_size:
-        overrides["vocab_size"] = vocab_size
-    config = preset(preset_name, **overrides)
-    params = _param_specs(config)
+def compile_model(model, micro_batch=8, seq_len=1024, backend="cuda", dump_dir=None, arch="sm_90", log=print):
+    """model: any object with param_shapes() and loss(...) (e.g. models.gpt2.GPT2)."""
+    shapes = model.param_shapes()
+    params = {k: Spec(s, "float32") for k, s in shapes.items()}
     tokens = Spec((micro_batch, seq_len), "int32")
-    report = {"preset": preset_name, "params": gpt2.num_params(config), "backend": backend,
+    report = {"model": model.describe(), "params": sum(_size(s) for s in shapes.values()), "backend": backend,
               "micro_batch": micro_batch, "seq_len": seq_len, "functions": {}}
     functions = {
-        "micro_step": (jit(make_micro_step(config), backend=backend), (params, params, tokens, tokens)),
+        "micro_step": (jit(make_micro_step(model), backend=backend), (params, params, tokens, tokens)),
         "adamw_update": (jit(make_update(AdamWConfig()), backend=backend),
                          (params, params, params, params, Spec((3,), "float32"))),
     }
@@ -43,6 +32,13 @@ def compile_gpt2(preset_name="gpt2", micro_batch=8, seq_len=1024, backend="cuda"
         report["functions"][name] = entry
         log(_format_entry(name, entry))
     return report
+
+
+def _size(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def _compile_kernels(lowered, backend, arch):

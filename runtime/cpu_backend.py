@@ -36,6 +36,9 @@ class CpuBackend:
                     fn.compile(tuple(_array_type(program.buffers[p].dtype) for p in params))
         return {"source": source, "functions": funcs}
 
+    def storage_dtype(self, dtype):
+        return dtypes.to_numpy(dtype)
+
     def to_device(self, array):
         return np.asarray(array)
 

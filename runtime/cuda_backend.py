@@ -1,6 +1,10 @@
 """The CUDA backend: generated kernels compiled by NVRTC into one module per program,
 dot_general through cuBLAS (cupy.matmul), buffers in one device arena.
 
+CuPy has no bfloat16 dtype, so bfloat16 buffers are stored as uint16 bit patterns on the
+device (kernels see raw pointers and do not care); a bfloat16 GEMM widens its operands to
+float32 for cuBLAS (fp32 accumulation) and rounds the result back to nearest even.
+
 CudaGraphExecutable captures a call's whole launch list into a CUDA graph once and then
 replays it: inputs are copied into fixed device buffers first, so every replay sees the
 same addresses.
@@ -34,12 +38,17 @@ class CudaBackend:
         by_kernel = {k.name: funcs[kc.name] for k, (kc, _) in zip(program.kernels, pairs)}
         return {"functions": by_kernel, "modules": list(modules.values())}
 
+    def storage_dtype(self, dtype):
+        return np.dtype(np.uint16) if dtype == "bfloat16" else dtypes.to_numpy(dtype)
+
     def to_device(self, array):
         return self.xp.asarray(array)
 
     def as_input(self, arg, buffer):
+        if isinstance(arg, np.ndarray) and buffer.dtype == "bfloat16" and arg.dtype == dtypes.to_numpy("bfloat16"):
+            arg = arg.view(np.uint16)
         arr = self.xp.asarray(arg)
-        want = dtypes.to_numpy(buffer.dtype)
+        want = self.storage_dtype(buffer.dtype)
         if arr.shape != tuple(buffer.shape) or arr.dtype != want:
             raise MlbhError(f"input {buffer.name}: expected {buffer.dtype}{list(buffer.shape)}, "
                             f"got {arr.dtype}{list(arr.shape)}")
@@ -50,12 +59,26 @@ class CudaBackend:
         fn((kc.grid,), (kc.block,), tuple(bufs[p] for p in kc.params), shared_mem=kc.shared_bytes)
 
     def dot(self, out, a, b, dimension_numbers):
-        if a.dtype == np.dtype(dtypes.to_numpy("bfloat16")):
-            raise MlbhError("bfloat16 dot_general on CUDA is not wired to cuBLAS yet; use float32 or float16")
-        dot_into(self.xp, out, a, b, dimension_numbers)
+        if a.dtype != np.uint16:
+            dot_into(self.xp, out, a, b, dimension_numbers)
+            return
+        wide = self.xp.empty(out.size, dtype=np.float32)
+        dot_into(self.xp, wide, _bf16_to_f32(self.xp, a), _bf16_to_f32(self.xp, b), dimension_numbers)
+        out[...] = _f32_to_bf16(self.xp, wide).reshape(out.shape)
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
+
+
+def _bf16_to_f32(xp, bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _f32_to_bf16(xp, x):
+    """Round to nearest even, keeping NaN a NaN."""
+    bits = x.view(np.uint32)
+    rounded = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
+    return xp.where(xp.isnan(x), np.uint32(0x7FC0), rounded).astype(np.uint16)
 
 
 class CudaGraphExecutable:

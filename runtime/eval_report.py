@@ -5,33 +5,21 @@ import math
 
 import numpy as np
 
-from mlbh.models.config import GPT2Config
-from mlbh.tracer.errors import CheckpointError
-
-from .checkpoint import load_checkpoint
 from .data import TokenDataset
 from .evaluate import make_loss_and_count
 from .jit import jit
 
 
-def load_model(checkpoint_path):
-    ck = load_checkpoint(checkpoint_path)
-    model = ck.state.get("model")
-    if not model:
-        raise CheckpointError(f"{ck.path}: no model config in state.json")
-    return ck, GPT2Config.from_dict(model)
-
-
-def evaluate_checkpoint(checkpoint_path, data_dir, split="val", batch_size=8, seq_len=None,
+def evaluate_checkpoint(model, ck, data_dir, split="val", batch_size=8, seq_len=None,
                         max_tokens=None, backend="cpu", progress=None):
-    ck, config = load_model(checkpoint_path)
-    seq_len = seq_len or min(config.block_size, ck.state.get("train", {}).get("seq_len", config.block_size))
+    """model: the checkpoint's model object; ck: a loaded runtime.checkpoint.Checkpoint."""
+    seq_len = seq_len or min(model.context, ck.state.get("train", {}).get("seq_len", model.context))
     data = TokenDataset(data_dir, split)
     tokenizer = None
     if data.tokenizer_path:
         from .tokenizer import Tokenizer
         tokenizer = Tokenizer.load(data.tokenizer_path)
-    fn = jit(make_loss_and_count(config), backend=backend)
+    fn = jit(make_loss_and_count(model), backend=backend)
     total, count, nbytes = 0.0, 0, 0
     n_batches = -(-data.num_eval_windows(seq_len, max_tokens) // batch_size)
     for i, (tokens, targets) in enumerate(data.iter_eval_batches(batch_size, seq_len, max_tokens)):

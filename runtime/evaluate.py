@@ -1,29 +1,28 @@
 """Validation loss with a compiled forward: mean cross-entropy per supervised token."""
 import numpy as np
 
-from mlbh.models import gpt2
 from mlbh.tracer import ops
 
 from .jit import jit
 
 
-def make_loss_and_count(config):
+def make_loss_and_count(model):
     def loss_and_count(params, tokens, targets):
-        total = gpt2.loss(params, tokens, targets, config, reduction="sum")
+        total = model.loss(params, tokens, targets, reduction="sum")
         count = ops.sum(ops.astype(ops.not_equal(targets, -100), "float32"))
         return total, count
     return loss_and_count
 
 
 class Evaluator:
-    def __init__(self, config, backend):
-        self.config = config
-        self.fn = jit(make_loss_and_count(config), backend=backend)
+    def __init__(self, model, backend):
+        self.model = model
+        self.fn = jit(make_loss_and_count(model), backend=backend)
 
     def mean_loss(self, params, batches) -> float:
         total, count = 0.0, 0.0
         for tokens, targets in batches:
-            gpt2.check_tokens(tokens, self.config)
+            self.model.check_tokens(tokens)
             t, c = self.fn(params, tokens, targets)
             total += float(t)
             count += float(c)

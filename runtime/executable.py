@@ -1,6 +1,7 @@
 """An Executable runs a fused Program: intermediates live in one arena (see
 codegen.memory), the launch list runs in order, and donated inputs may be overwritten in
 place by outputs of the same shape and dtype (parameters, optimizer state)."""
+import time
 import weakref
 
 import numpy as np
@@ -62,13 +63,14 @@ class Executable:
         self.compiled = backend.compile(program)
         self.arena = backend.xp.empty(max(self.memory.peak, 1), dtype=np.uint8)
         self.views = {n: self._view(n, off) for n, off in self.memory.offsets.items()}
-        self.constants = {n: backend.to_device(np.ascontiguousarray(v).reshape(-1))
+        self.constants = {n: backend.to_device(np.ascontiguousarray(v).reshape(-1).view(backend.storage_dtype(
+                              dtypes.name_of(v.dtype))))
                           for n, v in program.constants.items()}
         self.aliases = self._donation_aliases(set(donate))
 
     def _view(self, name, offset):
         buf = self.program.buffers[name]
-        dt = dtypes.to_numpy(buf.dtype)
+        dt = self.backend.storage_dtype(buf.dtype)
         nbytes = buf.size * dt.itemsize
         return self.arena[offset:offset + nbytes].view(dt)
 
@@ -98,7 +100,9 @@ class Executable:
                     break
         return aliases
 
-    def __call__(self, flat_args):
+    def __call__(self, flat_args, step_seconds=None):
+        """Run the program on flat input arrays. step_seconds, a list as long as the launch
+        list, gets each step's wall time added (synchronized: for profiling only)."""
         prog, xp = self.program, self.backend.xp
         if len(flat_args) != len(prog.inputs):
             raise MlbhError(f"{self.name}: expected {len(prog.inputs)} arrays, got {len(flat_args)}")
@@ -113,12 +117,18 @@ class Executable:
             if name in bufs:  # an input or constant returned as is (copied below)
                 continue
             buf = prog.buffers[name]
-            bufs[name] = xp.empty(buf.size, dtype=dtypes.to_numpy(buf.dtype))
-        for step in prog.steps:
+            bufs[name] = xp.empty(buf.size, dtype=self.backend.storage_dtype(buf.dtype))
+        for i, step in enumerate(prog.steps):
+            if step_seconds is not None:
+                self.backend.synchronize()
+                start = time.perf_counter()
             if isinstance(step, Kernel):
                 self.backend.run_kernel(self.compiled, step, bufs)
             else:
                 self._dot(step, bufs)
+            if step_seconds is not None:
+                self.backend.synchronize()
+                step_seconds[i] += time.perf_counter() - start
         results, returned = [], set()
         for name in prog.outputs:
             arr = bufs[name]

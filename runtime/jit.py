@@ -17,7 +17,7 @@ import numpy as np
 from mlbh.codegen.fusion import fuse
 from mlbh.codegen.memory import plan_memory
 from mlbh.codegen.prepare import prepare
-from mlbh.tracer import pytree
+from mlbh.tracer import dtypes, pytree
 from mlbh.tracer.errors import ConfigError
 from mlbh.tracer.interpreter import evaluate
 from mlbh.tracer.tracing import spec_of, trace_flat
@@ -209,8 +209,16 @@ class Jitted:
         lowered, exe = self._compiled(args)
         if exe is None:
             return evaluate(lowered.traced, *args)
-        outs = exe([np.asarray(x) if isinstance(x, (int, float, bool)) else x for x in leaves])
+        outs = exe([_python_scalar_as_array(x) for x in leaves])
         return pytree.unflatten(lowered.traced.out_tree, outs)
+
+
+def _python_scalar_as_array(x):
+    """A Python scalar argument as the array its trace assumed (2.0 is float32, as in
+    spec_of), not numpy's default float64 / int64."""
+    if isinstance(x, (int, float, bool)):
+        return np.asarray(x, dtype=dtypes.to_numpy(spec_of(x).dtype))
+    return x
 
 
 def jit(fn=None, backend=None, donate_argnums=(), cuda_graph=False):

@@ -2,16 +2,14 @@
 (A KV-cache decoder is separate work.)"""
 import numpy as np
 
-from mlbh.models import gpt2
-
 from .jit import jit
 
 
 class WindowSampler:
-    def __init__(self, config, backend, window=None):
-        self.config = config
-        self.window = min(window or config.block_size, config.block_size)
-        self.forward = jit(lambda p, t: gpt2.forward(p, t, config), backend=backend)
+    def __init__(self, model, backend, window=None):
+        self.model = model
+        self.window = min(window or model.context, model.context)
+        self.forward = jit(model.forward, backend=backend)
 
     def generate(self, params, prompt_ids, n_tokens, temperature=0.8, top_k=50, seed=0, on_token=None):
         rng = np.random.default_rng(seed)

@@ -42,6 +42,8 @@ class Tokenizer:
         if len(set(special_tokens)) != len(special_tokens) or not all(
                 isinstance(t, str) and t for t in special_tokens):
             raise ConfigError(f"special_tokens must be distinct non-empty strings, got {special_tokens!r}")
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+            raise ConfigError(f"vocab_size must be an integer, got {vocab_size!r}")
         n_merges = vocab_size - FIRST_MERGED_ID - len(special_tokens)
         if n_merges < 0:
             raise ConfigError(f"vocab_size {vocab_size} is too small: it must hold the 256 byte tokens "
@@ -100,6 +102,11 @@ class Tokenizer:
     @property
     def n_merges(self):
         return len(self._vocab.merges)
+
+    @property
+    def merges(self):
+        """(left id, right id, result id) in rank order (a copy)."""
+        return list(self._vocab.merges)
 
     def token_bytes(self, token_id):
         """The bytes of one token (for a special token, the UTF-8 of its text)."""

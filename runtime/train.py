@@ -9,8 +9,6 @@ import time
 
 import numpy as np
 
-from mlbh.models import gpt2
-from mlbh.models.config import preset
 from mlbh.tracer.errors import CheckpointError, ConfigError
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -24,11 +22,10 @@ from .train_config import TrainConfig
 from .train_step import StepRunner
 
 
-def _model_config(cfg: TrainConfig, vocab_size: int, backend: str):
-    dtype = cfg.compute_dtype or ("bfloat16" if backend == "cuda" else "float32")
-    model = preset(cfg.preset, vocab_size=vocab_size, compute_dtype=dtype)
-    if cfg.seq_len > model.block_size:
-        raise ConfigError(f"seq_len {cfg.seq_len} exceeds the {cfg.preset} context {model.block_size}")
+def _make_model(cfg: TrainConfig, make_model, vocab_size: int):
+    model = make_model(cfg.preset, vocab_size, cfg.compute_dtype or "float32")
+    if cfg.seq_len > model.context:
+        raise ConfigError(f"seq_len {cfg.seq_len} exceeds the {cfg.preset} context {model.context}")
     return model
 
 
@@ -37,7 +34,10 @@ def _to_host(tree):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, log=print):
+    """Trains `make_model(preset, vocab_size, compute_dtype)`: any object with loss, forward,
+    init_params, param_shapes, check_tokens, context, describe and to_dict (models.gpt2.GPT2)."""
+
+    def __init__(self, cfg: TrainConfig, make_model, log=print):
         self.cfg = cfg.validate()
         self.log = log
         self.backend = cfg.backend or default_backend()
@@ -48,7 +48,7 @@ class Trainer:
             self.data_dir = cfg.data
         self.train_data = TokenDataset(self.data_dir, "train")
         self.val_data = TokenDataset(self.data_dir, "val")
-        self.model = _model_config(cfg, self.train_data.vocab_size, self.backend)
+        self.model = _make_model(cfg, make_model, self.train_data.vocab_size)
         self.opt = AdamWConfig(lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
                                max_steps=cfg.max_steps, beta1=cfg.beta1, beta2=cfg.beta2,
                                weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
@@ -70,7 +70,7 @@ class Trainer:
             v = {k[2:]: v for k, v in ck.opt_state.items() if k.startswith("v/")}
             self.log(f"mlbh: resuming from {ck.path} at step {ck.step}")
             return {"params": params, "m": m, "v": v, "step": ck.step}
-        params = gpt2.init_params(self.model, cfg.seed)
+        params = self.model.init_params(cfg.seed)
         return {"params": params, "m": self.runner.zeros_like(params), "v": self.runner.zeros_like(params),
                 "step": 0}
 
@@ -90,8 +90,8 @@ class Trainer:
             state = {k: (self.runner.to_device(v) if isinstance(v, dict) else v) for k, v in state.items()}
         metrics = MetricsLog(os.path.join(cfg.out, "metrics.jsonl"), state["step"] if cfg.resume else None)
         tokens_per_step = cfg.global_batch * cfg.seq_len
-        self.log(f"mlbh: {cfg.preset} ({gpt2.num_params(self.model) / 1e6:.2f}M params, vocab "
-                 f"{self.model.vocab_size}) on {self.backend}, {cfg.global_batch}x{cfg.seq_len} tokens/step "
+        self.log(f"mlbh: {cfg.preset}: {self.model.describe()} on {self.backend}, "
+                 f"{cfg.global_batch}x{cfg.seq_len} tokens/step "
                  f"in {cfg.grad_accum} micro-step(s), steps {state['step']}..{cfg.max_steps}")
         progress = Progress(cfg.max_steps, start=state["step"])
         val_loss = None
@@ -131,13 +131,13 @@ class Trainer:
         if path is None:
             return None
         tok = Tokenizer.load(path)
-        sampler = WindowSampler(self.model, self.backend, window=min(self.cfg.seq_len, self.model.block_size))
+        sampler = WindowSampler(self.model, self.backend, window=min(self.cfg.seq_len, self.model.context))
         ids = sampler.generate(_to_host(params), tok.encode(prompt), n_tokens or self.cfg.sample_tokens,
                                seed=self.cfg.seed)
         return tok.decode(ids)
 
 
-def train(cfg: TrainConfig, log=None):
+def train(cfg: TrainConfig, make_model, log=None):
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    trainer = Trainer(cfg, log)
+    trainer = Trainer(cfg, make_model, log)
     return trainer, trainer.run()

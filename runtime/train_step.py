@@ -8,7 +8,6 @@ micro_step(params, grad_sums, tokens, targets) -> (loss_sum, token_count, grad_s
 """
 import numpy as np
 
-from mlbh.models import gpt2
 from mlbh.tracer import ops
 from mlbh.tracer.transforms import value_and_grad
 
@@ -16,9 +15,10 @@ from .jit import jit
 from .optim import AdamWConfig, learning_rate, make_update
 
 
-def make_micro_step(config):
+def make_micro_step(model):
+    """model: any object with loss(params, tokens, targets, reduction) (e.g. models.gpt2.GPT2)."""
     def loss_sum(params, tokens, targets):
-        return gpt2.loss(params, tokens, targets, config, reduction="sum")
+        return model.loss(params, tokens, targets, reduction="sum")
 
     def micro_step(params, grad_sums, tokens, targets):
         total, grads = value_and_grad(loss_sum)(params, tokens, targets)
@@ -31,11 +31,11 @@ def make_micro_step(config):
 class StepRunner:
     """Runs optimizer steps: micro-batches with fp32 accumulation, then the AdamW update."""
 
-    def __init__(self, config, opt: AdamWConfig, backend):
-        self.config = config
+    def __init__(self, model, opt: AdamWConfig, backend):
+        self.model = model
         self.opt = opt
         self.backend = backend
-        self.micro = jit(make_micro_step(config), backend=backend, donate_argnums=(1,))
+        self.micro = jit(make_micro_step(model), backend=backend, donate_argnums=(1,))
         self.update = jit(make_update(opt), backend=backend, donate_argnums=(0, 1, 2))
         self.xp = np
         if backend == "cuda":
@@ -50,7 +50,7 @@ class StepRunner:
         grad_sums = self.zeros_like(params)
         loss_total, tokens_total = 0.0, 0.0
         for tokens, targets in micro_batches:
-            gpt2.check_tokens(tokens, self.config)
+            self.model.check_tokens(tokens)
             total, count, grad_sums = self.micro(params, grad_sums, tokens, targets)
             loss_total += float(total)
             tokens_total += float(count)

