@@ -5,6 +5,7 @@ from .compile_command import compile
 from .demo import demo
 from .errors import ReportingGroup
 from .eval_command import evaluate, sample
+from .hf_commands import export_hf, import_hf
 from .ir_commands import ir
 from .prepare_command import prepare
 from .train_command import train
@@ -47,7 +48,7 @@ def cli():
     """
 
 
-for command in (train, compile, prepare, evaluate, sample, demo, ir):
+for command in (train, compile, prepare, evaluate, sample, import_hf, export_hf, demo, ir):
     cli.add_command(command)
 
 

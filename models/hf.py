@@ -31,6 +31,7 @@ def params_from_hf(state_dict, **config_overrides):
     vocab, n_embd = params["wte.weight"].shape
     n_layer = 1 + max(int(k.split(".")[1]) for k in params if k.startswith("h."))
     n_head = config_overrides.pop("n_head", None) or max(1, n_embd // 64)
+    config_overrides = {k: v for k, v in config_overrides.items() if v is not None}
     config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                         block_size=params["wpe.weight"].shape[0], vocab_size=vocab, **config_overrides)
     padded = np.zeros((pad_vocab(vocab), n_embd), np.float32)

@@ -1,0 +1,142 @@
+"""One full GPT-2 train step (forward, backward, AdamW with clipping) on the CPU: mlbh's
+compiled step against the same model in PyTorch eager and torch.compile, same init, same
+batch, in one run. Prints ms/step (median), first-call times, and ratios.
+
+    python scripts/bench_train_cpu.py                 # anchor config and the tiny preset
+    python scripts/bench_train_cpu.py --configs anchor --steps 20
+"""
+import argparse
+import math
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from mlbh.models.config import GPT2Config, preset
+from mlbh.models.gpt2 import GPT2
+from mlbh.runtime.optim import AdamWConfig
+from mlbh.runtime.train_step import StepRunner
+
+CONFIGS = {
+    # the project's anchor: vocab 2048, context 128, batch 8, 4 layers, 4 heads, 128 wide, float32
+    "anchor": (GPT2Config(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=2048), 8, 128),
+    "tiny": (preset("tiny"), 8, 256),
+}
+OPT = AdamWConfig(lr=6e-4, min_lr=6e-5, warmup_steps=0, max_steps=10_000, weight_decay=0.1, grad_clip=1.0)
+
+
+def bench_mlbh(config, batch, seq, steps, data):
+    t0 = time.perf_counter()
+    runner = StepRunner(GPT2(config), OPT, "cpu")
+    params = GPT2(config).init_params(0)
+    state = {"params": params, "m": runner.zeros_like(params), "v": runner.zeros_like(params), "step": 0}
+    times, losses = [], []
+    for i in range(steps + 1):
+        s = time.perf_counter()
+        losses.append(runner.step(state, [data(i)])["loss"])
+        times.append(time.perf_counter() - s)
+        if i == 0:
+            first = time.perf_counter() - t0
+    exe = list(runner.micro.cache.values())[0][0]
+    return {"first": first, "ms": 1e3 * statistics.median(times[1:]), "losses": losses,
+            "kernels": len(exe.program.kernels), "gemms": len(exe.program.steps) - len(exe.program.kernels)}
+
+
+def torch_gpt2(config, params):
+    import torch
+    import torch.nn.functional as F
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.ParameterDict({k.replace(".", "_"): torch.nn.Parameter(torch.tensor(v))
+                                             for k, v in params.items()})
+
+        def w(self, name):
+            return self.p[name.replace(".", "_")]
+
+        def forward(self, idx, targets):
+            B, T = idx.shape
+            C, H = config.n_embd, config.n_head
+            x = self.w("wte.weight")[idx] + self.w("wpe.weight")[:T]
+            for i in range(config.n_layer):
+                h = F.layer_norm(x, (C,), self.w(f"h.{i}.ln_1.weight"), self.w(f"h.{i}.ln_1.bias"))
+                q, k, v = (h @ self.w(f"h.{i}.attn.c_attn.weight") + self.w(f"h.{i}.attn.c_attn.bias")).split(C, 2)
+                q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+                att = (q @ k.transpose(-2, -1)) / math.sqrt(C // H)
+                att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+                y = (att @ v).transpose(1, 2).reshape(B, T, C)
+                x = x + y @ self.w(f"h.{i}.attn.c_proj.weight") + self.w(f"h.{i}.attn.c_proj.bias")
+                h = F.layer_norm(x, (C,), self.w(f"h.{i}.ln_2.weight"), self.w(f"h.{i}.ln_2.bias"))
+                h = F.gelu(h @ self.w(f"h.{i}.mlp.c_fc.weight") + self.w(f"h.{i}.mlp.c_fc.bias"), approximate="tanh")
+                x = x + h @ self.w(f"h.{i}.mlp.c_proj.weight") + self.w(f"h.{i}.mlp.c_proj.bias")
+            x = F.layer_norm(x, (C,), self.w("ln_f.weight"), self.w("ln_f.bias"))
+            logits = (x @ self.w("wte.weight").t())[..., :config.vocab_size]
+            return F.cross_entropy(logits.reshape(-1, config.vocab_size), targets.reshape(-1))
+
+    return Model()
+
+
+def bench_torch(config, steps, data, compiled):
+    import torch
+    model = torch_gpt2(config, GPT2(config).init_params(0))
+    decay = [p for n, p in model.p.items() if p.dim() >= 2]
+    rest = [p for n, p in model.p.items() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": OPT.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                            lr=OPT.lr, betas=(OPT.beta1, OPT.beta2), eps=OPT.eps)
+    fn = torch.compile(model) if compiled else model
+    times, losses = [], []
+    for i in range(steps + 1):
+        tokens, targets = (torch.tensor(a, dtype=torch.long) for a in data(i))
+        s = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = fn(tokens, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), OPT.grad_clip)
+        opt.step()
+        times.append(time.perf_counter() - s)
+        losses.append(loss.item())
+    return {"first": times[0], "ms": 1e3 * statistics.median(times[1:]), "losses": losses}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="anchor,tiny")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first step takes ~20 s)")
+    args = ap.parse_args()
+    try:
+        import torch
+        torch_version = torch.__version__
+        torch.set_num_threads(2)
+    except ImportError:
+        torch = None
+        torch_version = "not installed"
+    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
+          f"torch {torch_version}")
+    for name in args.configs.split(","):
+        config, batch, seq = CONFIGS[name]
+        rng = np.random.default_rng(0)
+        batches = [rng.integers(0, config.vocab_size, (batch, seq + 1)).astype(np.int32) for _ in range(args.steps + 1)]
+
+        def data(i):
+            return batches[i][:, :-1], batches[i][:, 1:]
+
+        print(f"\n== {name}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, vocab "
+              f"{config.vocab_size}, batch {batch} x {seq}, float32, {args.steps} timed steps")
+        results = {"mlbh": bench_mlbh(config, batch, seq, args.steps, data)}
+        if torch is not None:
+            results["torch eager"] = bench_torch(config, args.steps, data, False)
+            if not args.no_compile:
+                results["torch.compile"] = bench_torch(config, args.steps, data, True)
+        m = results["mlbh"]
+        print(f"   mlbh: {m['kernels']} kernels + {m['gemms']} GEMMs per micro-step")
+        for label, r in results.items():
+            ratio = "" if label == "mlbh" else f"   (mlbh is {r['ms'] / m['ms']:.2f}x {label}'s speed)"
+            print(f"   {label:14s} {r['ms']:8.1f} ms/step   first step {r['first']:6.1f} s   "
+                  f"loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f}{ratio}")
+
+
+if __name__ == "__main__":
+    main()
