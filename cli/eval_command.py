@@ -52,12 +52,16 @@ def evaluate(checkpoint, data, split, batch_size, seq_len, max_tokens, backend, 
 @click.option("--seed", default=0, show_default=True)
 @click.option("--backend", type=click.Choice(["cpu", "cuda", "reference"]), default=None)
 def sample(checkpoint, prompts, max_new_tokens, temperature, top_k, seed, backend):
-    """Generate text from a checkpoint, streaming tokens as they come.
+    """Generate text from a checkpoint, streaming tokens as they come: a compiled prefill of
+    the prompt, then one compiled KV-cache decode step per token.
 
-    (This version recomputes a fixed window per token; a KV-cache decoder is planned.)
+    \b
+    Examples:
+      mlbh sample runs/shakespeare --prompt "ROMEO:" --prompt "JULIET:" --max-new-tokens 100
+      mlbh sample runs/shakespeare --prompt "To be" --temperature 0      (greedy)
     """
     from mlbh.runtime.jit import default_backend
-    from mlbh.runtime.sampling import WindowSampler
+    from mlbh.runtime.sampling import KVSampler
     from mlbh.runtime.tokenizer import Tokenizer
     from mlbh.tracer.errors import CheckpointError
     ck, model = load_model(checkpoint)
@@ -65,7 +69,7 @@ def sample(checkpoint, prompts, max_new_tokens, temperature, top_k, seed, backen
     if not path:
         raise CheckpointError(f"{ck.path}: the checkpoint names no tokenizer")
     tok = Tokenizer.load(path)
-    sampler = WindowSampler(model, backend or default_backend())
+    sampler = KVSampler(model, backend or default_backend())
     for n, prompt in enumerate(prompts):
         click.echo(f"--- prompt {n + 1} " + "-" * 40)
         sys.stdout.write(prompt)

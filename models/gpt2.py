@@ -85,7 +85,7 @@ def _linear(x, w, b):
     return ops.add(ops.matmul(x, w), b)
 
 
-def _block(p, x, config, i, dropout_key):
+def _block(p, x, config, i, dropout_key, kv_out=None):
     cd = config.compute_dtype
     B, T, C = x.shape
     H, D = config.n_head, config.head_dim
@@ -98,6 +98,8 @@ def _block(p, x, config, i, dropout_key):
         h = ops.layer_norm(x, w("ln_1.weight"), w("ln_1.bias"), config.layer_norm_eps)
         qkv = _linear(h, w("attn.c_attn.weight"), w("attn.c_attn.bias"))
         q, k, v = (ops.transpose(ops.reshape(t, (B, T, H, D)), (0, 2, 1, 3)) for t in ops.split(qkv, 3, axis=-1))
+        if kv_out is not None:
+            kv_out.append((k, v))
         y = ops.causal_attention(q, k, v)
         y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (B, T, C))
         y = _linear(y, w("attn.c_proj.weight"), w("attn.c_proj.bias"))
@@ -116,8 +118,9 @@ def _dropout(x, config, key, stream):
     return ops.dropout(x, config.dropout, ops.fold_in(key, stream))
 
 
-def forward(params, tokens, config: GPT2Config, dropout_key=None):
-    """Logits (batch, seq, vocab_size) of the next token at every position."""
+def forward(params, tokens, config: GPT2Config, dropout_key=None, kv_out=None):
+    """Logits (batch, seq, vocab_size) of the next token at every position. kv_out, a list,
+    receives each layer's (keys, values) of shape (batch, heads, seq, head_dim)."""
     cd = config.compute_dtype
     T = tokens.shape[1]
     if T > config.block_size:
@@ -127,7 +130,7 @@ def forward(params, tokens, config: GPT2Config, dropout_key=None):
         x = ops.add(ops.take(wte, tokens, axis=0), ops.astype(params["wpe.weight"][:T], cd))
         x = _dropout(x, config, dropout_key, 10_000)
     for i in range(config.n_layer):
-        x = _block(params, x, config, i, dropout_key)
+        x = _block(params, x, config, i, dropout_key, kv_out)
     with name_scope("head"):
         x = ops.layer_norm(x, ops.astype(params["ln_f.weight"], cd), ops.astype(params["ln_f.bias"], cd),
                            config.layer_norm_eps)
@@ -166,6 +169,14 @@ class GPT2:
 
     def forward(self, params, tokens):
         return forward(params, tokens, self.config)
+
+    def prefill(self, params, tokens):
+        from .gpt2_decode import prefill
+        return prefill(params, tokens, self.config)
+
+    def decode_step(self, params, token, pos, k_cache, v_cache):
+        from .gpt2_decode import decode_step
+        return decode_step(params, token, pos, k_cache, v_cache, self.config)
 
     def init_params(self, seed=0):
         return init_params(self.config, seed)

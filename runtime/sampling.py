@@ -1,5 +1,6 @@
-"""Text generation by recomputing a fixed-length window each token (one compile).
-(A KV-cache decoder is separate work.)"""
+"""Text generation: KVSampler (prefill once, then one cached decode step per token) and
+WindowSampler (recompute a fixed window per token; the baseline the decode benchmark
+compares against)."""
 import numpy as np
 
 from .jit import jit
@@ -35,3 +36,35 @@ def _pick(logits, temperature, top_k, rng):
     p = np.exp(logits - logits.max())
     p /= p.sum()
     return int(rng.choice(logits.size, p=p))
+
+
+class KVSampler:
+    """Generation with a KV cache: one compiled prefill over the prompt buffer, then one
+    compiled single-token decode step per new token (caches donated, shapes fixed).
+    model: an object with prefill(params, tokens) and decode_step(params, token, pos, k, v)."""
+
+    def __init__(self, model, backend):
+        self.model = model
+        self.prefill = jit(model.prefill, backend=backend)
+        self.decode = jit(model.decode_step, backend=backend, donate_argnums=(3, 4))
+
+    def generate(self, params, prompt_ids, n_tokens, temperature=0.8, top_k=50, seed=0, on_token=None):
+        rng = np.random.default_rng(seed)
+        ids = list(prompt_ids) or [0]
+        context = self.model.context
+        if len(ids) >= context:
+            ids = ids[-(context - 1):]
+        buf = np.zeros((1, context), np.int32)
+        buf[0, :len(ids)] = ids
+        logits, k, v = self.prefill(params, buf)
+        nxt = _pick(np.asarray(logits)[0, len(ids) - 1].astype(np.float64), temperature, top_k, rng)
+        for _ in range(n_tokens):
+            ids.append(nxt)
+            if on_token:
+                on_token(nxt)
+            pos = len(ids) - 1
+            if pos >= context or len(ids) - len(prompt_ids) >= n_tokens:
+                break
+            logits, k, v = self.decode(params, np.array([nxt], np.int32), np.array(pos, np.int32), k, v)
+            nxt = _pick(np.asarray(logits)[0].astype(np.float64), temperature, top_k, rng)
+        return ids

@@ -125,13 +125,13 @@ class Trainer:
                 "seconds": wall}
 
     def sample(self, params, prompt="\n", n_tokens=None):
-        from .sampling import WindowSampler
+        from .sampling import KVSampler
         from .tokenizer import Tokenizer
         path = self.train_data.tokenizer_path
         if path is None:
             return None
         tok = Tokenizer.load(path)
-        sampler = WindowSampler(self.model, self.backend, window=min(self.cfg.seq_len, self.model.context))
+        sampler = KVSampler(self.model, self.backend)
         ids = sampler.generate(_to_host(params), tok.encode(prompt), n_tokens or self.cfg.sample_tokens,
                                seed=self.cfg.seed)
         return tok.decode(ids)
