@@ -3,7 +3,11 @@
 Each Kernel becomes one @njit function over flat arrays. Rows (the outer index) run in
 parallel with prange unless the kernel accumulates (scatter); loop-invariant values are
 hoisted out of the inner loop; each distinct node is computed once per loop body.
-numba's float32 tanh is slow here, so tanh is rendered through expm1.
+float32 exp and tanh are rendered as inline polynomials (_exp32, _tanh32 in the prelude):
+libm calls keep LLVM from vectorizing a loop, and softmax, cross-entropy and GELU kernels
+spend most of their time there. float64 tanh goes through expm1 (accurate near 0).
+Loop structure (elementwise loops split in two, column reductions with swapped loops,
+index math simplified) is decided in cpu_loops.py.
 """
 import hashlib
 import importlib.util
@@ -15,9 +19,14 @@ import numba
 
 from mlbh.tracer import dtypes
 
+from . import cpu_loops as loops
 from .kernel_ir import Kernel, Node, compute_dtype
 
-PARALLEL_MIN_WORK = 1 << 17  # below this many elements, threads cost more than they save
+# Below this many elements a kernel runs on one thread: for the GPT block of
+# scripts/bench_block_cpu.py (kernels of 0.1M-2M elements, 2 cores, workqueue threads)
+# prange kernels made the step slower (69 -> 55 ms with all kernels serial, 52 -> 38 ms
+# with 2 BLAS threads) and took twice as long to compile.
+PARALLEL_MIN_WORK = 1 << 22
 
 # OpenMP's spin-waiting workers make every parallel kernel take ~20 ms on small machines
 # that also run BLAS threads; numba's own workqueue pool has no such stall.
@@ -66,6 +75,50 @@ def _tanh(x):
     e = math.expm1(-2.0 * abs(x))
     t = -e / (2.0 + e)
     return t if x >= 0 else -t
+
+
+_F = np.float32
+
+
+@numba.njit(fastmath={"reassoc"})
+def _sum_step(acc, value):
+    """acc + value with only this add marked reassociable: once LLVM inlines it, a sum
+    reduction loop may be split into vector lanes, while every other float operation of
+    the kernel keeps exact IEEE semantics (a value recomputed in another kernel must come
+    out bit-identical, e.g. for reduce_max's gradient)."""
+    return acc + value
+
+
+@numba.njit(inline="always")
+def _exp32(x):
+    """float32 exp within 1.5 ulp, branch-free so that loops calling it vectorize (a libm
+    call stops that): x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), a degree-7 polynomial
+    for exp(r) (Cephes' expf), then 2^n from exponent bits, in two halves so that n = 128
+    and n = -126 stay in range. Results below the smallest normal float32 are 0."""
+    xc = min(max(x, _F(-87.33654)), _F(88.72283))
+    n = np.floor(xc * _F(1.44269504088896341) + _F(0.5))
+    r = xc - n * _F(0.693359375) + n * _F(2.12194440e-4)
+    p = (((((_F(1.9875691500e-4) * r + _F(1.3981999507e-3)) * r + _F(8.3334519073e-3)) * r
+           + _F(4.1665795894e-2)) * r + _F(1.6666665459e-1)) * r + _F(5.0000001201e-1)) * (r * r) + r + _F(1.0)
+    k = np.int32(n)
+    half = k >> 1
+    y = p * np.int32((half + 127) << 23).view(np.float32) * np.int32((k - half + 127) << 23).view(np.float32)
+    y = y if x >= _F(-87.33654) else _F(0.0)
+    y = y if x <= _F(88.72283) else _F(np.inf)
+    return y if x == x else x
+
+
+@numba.njit(inline="always")
+def _tanh32(x):
+    """float32 tanh within 2 ulp, branch-free (as _exp32): Cephes' tanhf, an odd polynomial
+    below |x| = 0.625 and 1 - 2 / (exp(2|x|) + 1) above."""
+    z = abs(x)
+    big = _F(1.0) - _F(2.0) / (_exp32(z + z) + _F(1.0))
+    s = x * x
+    poly = (((_F(-5.70498872745e-3) * s + _F(2.06390887954e-2)) * s - _F(5.37397155531e-2)) * s
+            + _F(1.33314422036e-1)) * s - _F(3.33332819422e-1)
+    small = x * (_F(1.0) + s * poly)
+    return small if z < _F(0.625) else (big if x >= 0 else -big)
 '''
 
 
@@ -124,6 +177,10 @@ class _Body:
                 text = f"{t}({text})"
         elif op == "div":
             text = f"{t}({a[0]} // {a[1]})" if not dtypes.is_float(node.dtype) else f"{t}({a[0]} / {a[1]})"
+        elif op == "exp" and compute_dtype(node.dtype) == "float32":
+            text = f"_exp32({a[0]})"
+        elif op == "tanh" and compute_dtype(node.dtype) == "float32":
+            text = f"_tanh32({a[0]})"
         elif op in _UNARY_FN:
             text = f"{t}({_UNARY_FN[op]}({a[0]}))"
         elif op == "neg":
@@ -181,6 +238,12 @@ def _collect(node, out, seen, memo, want_r):
         out.append(node)
 
 
+def _max_step(acc, value):
+    """The next running maximum; a NaN sticks once seen, as numpy's max propagates it
+    (Python's max(acc, nan) would drop it)."""
+    return f"{value} if ({value} > {acc} or {value} != {value}) else {acc}"
+
+
 def _init(red):
     t = _NP_TYPE[red.dtype]
     if red.op == "sum":
@@ -196,8 +259,48 @@ def kernel_params(kernel: Kernel) -> list:
     return [b.name for b in kernel.inputs] + [b.name for b in kernel.outputs if b.name not in read]
 
 
+def _render_columns(kernel: Kernel, parallel: bool) -> list:
+    """for each chunk of columns (in parallel): for r: for o in the chunk: accumulate into
+    per-column arrays; then the row stores. The o loop is contiguous and vectorizes."""
+    chunks = -(-kernel.outer // loops.COLUMN_CHUNK)
+    lines = [f"    for c in {'prange' if parallel else 'range'}({chunks}):",
+             f"        lo = c * {loops.COLUMN_CHUNK}",
+             f"        hi = min(lo + {loops.COLUMN_CHUNK}, {kernel.outer})"]
+    for red in kernel.reductions:
+        lines.append(f"        acc_{red.name} = np.empty(hi - lo, {_NP_TYPE[red.dtype]})")
+    if kernel.reductions:
+        lines.append("        for o in range(hi - lo):")
+        lines += [f"            acc_{red.name}[o] = {_init(red)}" for red in kernel.reductions]
+    body = _Body("t_", {})
+    stmts = []
+    for red in kernel.reductions:
+        v = body.expr(red.value)
+        if red.op == "sum":
+            stmts.append(f"acc_{red.name}[o - lo] += {v}")
+        else:
+            stmts.append(f"acc_{red.name}[o - lo] = {_max_step(f'acc_{red.name}[o - lo]', v)}")
+    for st in kernel.stores:
+        if st.level == 0:
+            stmts.append(f"{st.buffer}[{body.expr(st.index)}] = {body.expr(st.value)}")
+    lines.append(f"        for r in range({kernel.inner}):")
+    lines.append("            for o in range(lo, hi):")
+    lines += [f"                {x}" for x in body.lines + stmts]
+    row = _Body("w_", {})
+    row_stmts = [f"{st.buffer}[{row.expr(st.index)}] = {row.expr(st.value)}"
+                 for st in kernel.stores if st.level == -1]
+    if row_stmts:
+        lines.append("        for o in range(lo, hi):")
+        lines += [f"            rv_{red.name} = acc_{red.name}[o - lo]" for red in kernel.reductions]
+        lines += [f"            {x}" for x in row.lines + row_stmts]
+    return lines
+
+
 def _render_body(kernel: Kernel) -> list:
+    kernel = loops.with_loops_split(kernel)
     parallel = not kernel.serial and kernel.outer > 1 and kernel.outer * kernel.inner >= PARALLEL_MIN_WORK
+    if loops.is_column_kernel(kernel):
+        parallel = parallel and kernel.outer > loops.COLUMN_CHUNK
+        return _render_columns(kernel, parallel), parallel
     loop = "prange" if parallel else "range"
     lines = [f"    for o in {loop}({kernel.outer}):"]
     memo = {}
@@ -226,11 +329,12 @@ def _render_body(kernel: Kernel) -> list:
         for r in reds:
             v = inner.expr(r.value)
             if r.op == "sum":
-                stmts.append(f"acc_{r.name} += {v}")
+                stmts.append(f"acc_{r.name} = _sum_step(acc_{r.name}, {v})")
             elif r.op == "max":
-                stmts.append(f"acc_{r.name} = max(acc_{r.name}, {v})")
-            else:
-                stmts += [f"if {v} > acc_{r.name}:", f"    acc_{r.name} = {v}", f"    arg_{r.name} = r"]
+                stmts.append(f"acc_{r.name} = {_max_step(f'acc_{r.name}', v)}")
+            else:  # the first maximum, or the first NaN, as numpy's argmax
+                stmts += [f"if {v} > acc_{r.name} or ({v} != {v} and acc_{r.name} == acc_{r.name}):",
+                          f"    acc_{r.name} = {v}", f"    arg_{r.name} = r"]
         for s in stores:
             op = "+=" if s.accumulate else "="
             stmts.append(f"{s.buffer}[{inner.expr(s.index)}] {op} {inner.expr(s.value)}")

@@ -2,13 +2,15 @@
 
 1. Decide which values are materialized (live in memory): graph inputs and outputs,
    constants, reduction results, dot_general operands and results, scatter results, and
-   any non-trivial value read more than once. Everything else is inlined into its
-   readers as an expression; movement ops become index arithmetic.
+   values read more than once whose recomputation would cost RECOMPUTE_LIMIT ops or more
+   (values built from iota / full alone are never stored). Everything else is inlined
+   into its readers as an expression; movement ops become index arithmetic.
 2. Every materialized value computed by fusible eqns is a "root". Roots are grouped into
    row kernels: roots over the same iteration space share loops, and an elementwise root
    that reads a reduction of its own row (softmax, layer_norm, cross-entropy, their
    backward passes) joins the reduction's kernel in a later loop.
 3. dot_general becomes a library call (numpy BLAS / cuBLAS) on views of its operands.
+4. Stores that no later step reads are dropped (dead_stores.py).
 """
 from dataclasses import dataclass, field
 
@@ -16,6 +18,7 @@ from mlbh.tracer import dtypes
 from mlbh.tracer.ir import Graph
 
 from . import indexing as ix
+from .dead_stores import drop_dead_stores
 from .kernel_ir import Buffer, Kernel, Node, Reduction, Store, accumulator_dtype
 
 REDUCTIONS = ("reduce_sum", "reduce_max", "argmax")
@@ -24,6 +27,13 @@ CHEAP = ("broadcast_in_dim", "reshape", "transpose", "slice", "full", "iota", "c
 VIEW_OPS = ("transpose", "reshape")
 ELEMENTWISE = ("neg", "exp", "log", "tanh", "sqrt", "rsqrt", "erf", "add", "sub", "mul", "div",
                "max", "min", "pow", "lt", "le", "eq", "ne", "select", "convert")
+
+
+# A value read more than once is stored only if recomputing it where it is read costs at
+# least RECOMPUTE_LIMIT ops (a libm call counts as that many): shifted logits, centered
+# activations or a GELU's polynomial are recomputed, exp / tanh results are stored.
+RECOMPUTE_LIMIT = 8
+LIBM_CALLS = ("exp", "log", "tanh", "erf", "pow", "random_bits")
 
 
 class Unfusable(Exception):
@@ -81,16 +91,33 @@ class _Group:
 
 
 def _effective_uses(graph, materialized_hint):
-    """How many times each value would be computed if inlined: cheap ops pass uses through."""
+    """How many times each value would be computed if inlined: cheap ops pass uses through,
+    a slice passes on the fraction of elements it reads (the three slices that split a
+    packed QKV projection count as one use, not three)."""
     uses = {v: 0 for v in graph.inputs}
     for v in graph.outputs:
         uses[v] = uses.get(v, 0) + 1
     for e in reversed(graph.eqns):
-        passes_through = e.prim in CHEAP and e.outputs[0] not in materialized_hint
-        weight = uses.get(e.outputs[0], 0) if passes_through else 1
+        out = e.outputs[0]
+        weight = 1
+        if e.prim in CHEAP and out not in materialized_hint:
+            weight = uses.get(out, 0)
+        if e.prim == "slice":
+            weight *= out.size / max(e.inputs[0].size, 1)
         for v in e.inputs:
-            uses[v] = uses.get(v, 0) + max(weight, 1 if not passes_through else weight)
+            uses[v] = uses.get(v, 0) + weight
     return uses
+
+
+def _free_values(graph):
+    """Values that read no memory at all (iota and full, and elementwise math of such values,
+    like a causal mask): recomputing them wherever they are read is cheaper than a load."""
+    free = set()
+    for e in graph.eqns:
+        if e.prim in ("iota", "full") or (e.prim in ELEMENTWISE + CHEAP and e.inputs
+                                          and all(v in free for v in e.inputs)):
+            free.update(e.outputs)
+    return free
 
 
 def _view_chain(var, producers, materialized):
@@ -119,10 +146,18 @@ def _materialized(graph):
                 base, _ = _view_chain(v, producers, m)
                 m.add(base)
     uses = _effective_uses(graph, m)
+    free = _free_values(graph)
+    cost = {}  # ops to recompute a value inline from materialized ones (shared subtrees counted twice)
     for e in graph.eqns:
         v = e.outputs[0]
-        if uses.get(v, 0) >= 2 and e.prim not in CHEAP:
+        if v in m or v in free:
+            cost[v] = 0
+            continue
+        own = 0 if e.prim in CHEAP else RECOMPUTE_LIMIT if e.prim in LIBM_CALLS else 1
+        cost[v] = own + sum(cost.get(x, 0) for x in e.inputs)
+        if uses.get(v, 0) >= 2 and e.prim not in CHEAP and cost[v] >= RECOMPUTE_LIMIT:
             m.add(v)
+            cost[v] = 0
     return m, producers
 
 
@@ -160,11 +195,32 @@ class ExprBuilder:
                 comps.append(self.outer[oi]); oi += 1
         return tuple(comps)
 
+    def place(self, shape):
+        """Where a value of `shape` made by this kernel sits per iteration: the domain if it
+        spans the iteration space, the row if it has the space's shape without the reduced
+        axes (dropped, or kept as size 1: a keepdims statistic); None if neither."""
+        if shape == self.group.space:
+            return self.domain()
+        if shape == self.outer_shape:
+            return self.outer
+        if shape == _keepdims_shape(self.group):
+            return tuple(ix.iconst(0) if i in self.group.axes else c for i, c in enumerate(self.domain()))
+        return None
+
     def value(self, var, comps):
+        """The Node of var at comps. Every buffer its expression loads is added to self.reads,
+        also when the Node comes from the memo: a root tried and rejected earlier may have
+        built it, and the next root's reads must still list those buffers."""
         key = (var, comps)
         if key not in self.memo:
-            self.memo[key] = self._value(var, tuple(comps))
-        return self.memo[key]
+            enclosing, self.reads = self.reads, set()
+            try:
+                self.memo[key] = (self._value(var, tuple(comps)), frozenset(self.reads))
+            finally:
+                self.reads = enclosing | self.reads
+        node, reads = self.memo[key]
+        self.reads |= reads
+        return node
 
     def _value(self, var, comps):
         plan = self.plan
@@ -173,14 +229,12 @@ class ExprBuilder:
             if root is None:
                 self.reads.add(var)
                 return Node("load", (ix.ravel(comps, var.shape),), var.dtype, (plan.names(var),))
-            if root.kind == "reduce":
-                if comps != self.outer:
-                    raise Unfusable
-                return Node("rowval", (), var.dtype, (plan.names(var),))
-            same_element = var.shape == self.group.space and comps == self.domain()
-            same_row = var.shape == self.outer_shape and comps == self.outer
-            if not (same_element or same_row):
+            at = self.outer if root.kind == "reduce" else self.place(var.shape)
+            # only the element (or row) this iteration makes can be read back in the same kernel
+            if at is None or ix.ravel(comps, var.shape) != ix.ravel(at, var.shape):
                 raise Unfusable
+            if root.kind == "reduce":
+                return Node("rowval", (), var.dtype, (plan.names(var),))
         return self.compute(plan.producers[var], var, comps)
 
     def compute(self, e, var, comps):
@@ -234,11 +288,16 @@ class ExprBuilder:
         cfg = e.params["padding_config"]
         valid = None
         inner = []
-        for c, d, (lo, _, it) in zip(comps, x.shape, cfg):
-            c = ix.as_node(c)
-            if lo == 0 and it == 0:
+        for c, d, (lo, hi, it) in zip(comps, x.shape, cfg):
+            if lo == hi == it == 0:  # an axis not padded: the index passes through as it is
                 inner.append(c)
-                ok = Node("lt", (c, ix.iconst(d)), "bool")
+                continue
+            c = ix.as_node(c)
+            if it == 0:  # x[c - lo] where lo <= c < lo + d; the load index is clamped into x
+                ok = Node("lt", (c, ix.iconst(lo + d)), "bool")
+                if lo:
+                    ok = Node("and", (Node("le", (ix.iconst(lo), c), "bool"), ok), "bool")
+                inner.append(Node("to_index", (Node("sub", (c, ix.iconst(lo)), "int64"),), "int64", (d,)))
             else:
                 shifted = Node("sub", (c, ix.iconst(lo)), "int64")
                 step = it + 1
@@ -252,6 +311,8 @@ class ExprBuilder:
                 inner.append(Node("to_index", (pos,), "int64", (d,)))
             valid = ok if valid is None else Node("and", (valid, ok), "bool")
         loaded = self.value(x, tuple(inner))
+        if valid is None:
+            return loaded
         fill = Node("const", (), var.dtype, (e.params["padding_value"],))
         return Node("select", (valid, loaded, fill), var.dtype)
 
@@ -286,7 +347,11 @@ def _fits(group, root):
     outer = tuple(d for i, d in enumerate(group.space) if i not in group.axes)
     if root.kind == "reduce":
         return root.space == group.space and (root.axes == group.axes or not group.axes)
-    return root.var.shape in (group.space, outer)
+    return root.var.shape in (group.space, outer, _keepdims_shape(group))
+
+
+def _keepdims_shape(group):
+    return tuple(1 if i in group.axes else d for i, d in enumerate(group.space))
 
 
 def build_kernel(plan, group, name):
@@ -330,7 +395,7 @@ def build_kernel(plan, group, name):
             target = comps[:axis] + (at,) + comps[axis + k:]
             stores.append(Store(buf, ix.ravel(target, var.shape), b.value(updates, comps), 0, accumulate=True))
         else:
-            comps = domain if var.shape == group.space else b.outer
+            comps = b.place(var.shape)
             value = b.compute(e, var, comps)
             lvl = level_of(value) if var.shape == group.space else -1
             stores.append(Store(buf, ix.ravel(comps, var.shape), value, lvl))
@@ -384,8 +449,7 @@ def _root_value(b, root):
     e, var = root.eqn, root.var
     if root.kind == "reduce":
         return b.value(e.inputs[0], b.domain())
-    comps = b.domain() if var.shape == b.group.space else b.outer
-    return b.compute(e, var, comps)
+    return b.compute(e, var, b.place(var.shape))
 
 
 def _try_join(plan, group, root, reads_ok) -> bool:
@@ -470,10 +534,14 @@ def fuse(graph: Graph) -> Program:
             b, b_view = _view_chain(e.inputs[1], plan.producers, plan.materialized)
             steps.append(DotCall(plan.names(e.outputs[0]), plan.names(a), plan.names(b), a_view, b_view,
                                  e.params["dimension_numbers"], e.source or ""))
+    steps = drop_dead_stores(steps, {plan.names(v) for v in graph.outputs})
+    written = {n for s in steps for n in ([b.name for b in s.outputs] if isinstance(s, Kernel) else [s.out])}
+    constants = {plan.names(e.outputs[0]): e.params["value"] for e in graph.eqns if e.prim == "constant"}
+    kept = written | set(constants) | {plan.names(v) for v in list(graph.inputs) + list(graph.outputs)}
     buffers = {}
     for v in plan.materialized:
-        buffers[plan.names(v)] = Buffer(plan.names(v), v.shape, v.dtype)
-    constants = {plan.names(e.outputs[0]): e.params["value"] for e in graph.eqns if e.prim == "constant"}
+        if plan.names(v) in kept:
+            buffers[plan.names(v)] = Buffer(plan.names(v), v.shape, v.dtype)
     return Program(graph, dict(sorted(buffers.items(), key=lambda kv: int(kv[0][1:]))),
                    [plan.names(v) for v in graph.inputs], [plan.names(v) for v in graph.outputs],
                    constants, steps, dict(plan.names.names))

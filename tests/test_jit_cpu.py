@@ -1,0 +1,236 @@
+"""jit(backend="cpu") against the reference interpreter.
+
+Every registered primitive has a case here (test_every_primitive_has_a_cpu_case fails for
+one that does not); each differentiable case also compares value_and_grad of a scalar
+loss of its output. Random graphs drawn by hypothesis (elementwise ops, broadcasts,
+transposes, reshapes, slices, reductions, matmuls, gathers) compare their outputs and
+gradients the same way. Comparison rules: tests/jit_compare.py.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlbh import tracer as T
+from mlbh.runtime.jit import jit
+from mlbh.tracer import lax, ops
+from mlbh.tracer.registry import REGISTRY
+
+from jit_compare import assert_same_tree
+from gpt_block import BlockConfig, block_loss, init_batch, init_params
+from random_graphs import recipes, with_loss_grads
+
+R = np.random.default_rng(7)
+
+
+def randn(*shape):
+    return R.standard_normal(shape).astype(np.float32)
+
+
+def positive(*shape):
+    return R.uniform(0.5, 2.0, shape).astype(np.float32)
+
+
+def ints(*shape, high=5):
+    return R.integers(0, high, shape).astype(np.int32)
+
+
+@dataclass
+class Case:
+    id: str
+    prims: tuple        # primitives this case exercises (each must appear in its graph)
+    fn: callable
+    args: tuple
+    grad: bool = True   # also compare value_and_grad of a loss of the output
+
+
+@T.custom_vjp
+def _softplus(x):
+    return ops.log(1.0 + ops.exp(x))
+
+
+def _softplus_fwd(x):
+    return _softplus(x), (x,)
+
+
+def _softplus_bwd(res, ct):
+    (x,) = res
+    return (ct / (1.0 + ops.exp(-x)),)
+
+
+_softplus.defvjp(_softplus_fwd, _softplus_bwd)
+
+
+def _checkpointed(x, w):
+    @T.checkpoint
+    def block(h, w):
+        return ops.tanh(h @ w) * ops.exp(-h[:, :1] * h[:, :1])
+    return block(block(x, w), w)
+
+
+CASES = [
+    Case("neg", ("neg",), lax.neg, (randn(3, 4),)),
+    Case("exp", ("exp",), lax.exp, (randn(3, 4),)),
+    Case("log", ("log",), lax.log, (positive(3, 4),)),
+    Case("tanh", ("tanh",), lax.tanh, (randn(3, 4) * 3,)),
+    Case("sqrt", ("sqrt",), lax.sqrt, (positive(3, 4),)),
+    Case("rsqrt", ("rsqrt",), lax.rsqrt, (positive(3, 4),)),
+    Case("erf", ("erf",), lax.erf, (randn(3, 4),)),
+    Case("add_broadcast", ("add", "broadcast_in_dim"), ops.add, (randn(3, 1, 4), randn(2, 4))),
+    Case("sub", ("sub",), lambda a, b: a - b, (randn(3, 4), randn(4))),
+    Case("mul", ("mul",), lax.mul, (randn(3, 4), randn(3, 4))),
+    Case("div", ("div",), lax.div, (randn(3, 4), positive(3, 4))),
+    Case("div_int_floors", ("div",), lambda a, b: lax.div(a, b), (ints(3, 4, high=20) - 10, ints(3, 4) + 1),
+         grad=False),
+    Case("max", ("max",), lax.max, (randn(3, 4), randn(3, 4))),
+    Case("min", ("min",), lax.min, (randn(3, 4), randn(3, 4))),
+    Case("pow", ("pow",), lax.pow, (positive(3, 4), randn(3, 4))),
+    Case("lt", ("lt",), lax.lt, (randn(3, 4), randn(3, 4)), grad=False),
+    Case("le", ("le",), lax.le, (np.array([1, 2, 3], np.float32), np.array([1, 1, 4], np.float32)), grad=False),
+    Case("eq", ("eq",), lax.eq, (ints(3, 4), ints(3, 4)), grad=False),
+    Case("ne", ("ne",), lax.ne, (np.array([1, 2, np.nan], np.float32), np.array([1, 0, np.nan], np.float32)),
+         grad=False),
+    Case("select", ("select",), lambda x, y: ops.where(x < 0, x * 2.0, y), (randn(3, 4), randn(4))),
+    Case("convert_trunc", ("convert",), lambda x: lax.convert(x * 3.0, "int32"), (randn(3, 4),), grad=False),
+    Case("convert_float", ("convert",), lambda x, i: x * lax.convert(i, "float32"), (randn(4), ints(4))),
+    Case("stop_gradient", ("stop_gradient",), lambda x: x * ops.stop_gradient(ops.exp(x)), (randn(3),)),
+    Case("full", ("full",), lambda: lax.full((2, 3), -1.5, "float32"), (), grad=False),
+    Case("iota", ("iota",), lambda: lax.iota((3, 4), 1, "int32"), (), grad=False),
+    Case("constant", ("constant",), lambda x: x * np.arange(4.0, dtype=np.float32), (randn(2, 4),)),
+    Case("random_bits", ("random_bits",), lambda k: lax.random_bits(k, (3, 5)),
+         (np.array([0x12345678, 0x9ABCDEF0], np.uint32),), grad=False),
+    Case("broadcast_in_dim", ("broadcast_in_dim",), lambda x: lax.broadcast_in_dim(x, (2, 3, 4, 5), (0, 2)),
+         (randn(1, 4),)),
+    Case("reshape", ("reshape",), lambda x: lax.reshape(x, (4, 6)) * 2.0, (randn(2, 3, 4),)),
+    Case("transpose", ("transpose",), lambda x: lax.transpose(x, (0, 3, 1, 2)) + 1.0, (randn(2, 3, 4, 5),)),
+    Case("slice", ("slice",), lambda x: lax.slice(x, (1, 0), (7, 5), (2, 3)), (randn(7, 6),)),
+    Case("pad", ("pad",), lambda x: lax.pad(x, 0.5, ((1, 2, 1), (0, 1, 2))), (randn(3, 4),)),
+    Case("concatenate", ("concatenate",), lambda a, b, c: lax.concatenate([a, b, c], 1),
+         (randn(2, 1, 3), randn(2, 4, 3), randn(2, 2, 3))),
+    Case("reduce_sum", ("reduce_sum",), lambda x: lax.reduce_sum(x, (0, 2)), (randn(2, 3, 4),)),
+    Case("reduce_max", ("reduce_max",), lambda x: lax.reduce_max(x, (1,)), (randn(2, 3, 4),)),
+    Case("argmax", ("argmax",), lambda x: lax.argmax(x, 1), (randn(3, 5, 2),), grad=False),
+    Case("dot_general", ("dot_general",), lambda a, b: lax.dot_general(a, b, (((3, 0), (0, 3)), ((1,), (2,)))),
+         (randn(4, 3, 2, 5), randn(5, 6, 3, 4))),
+    Case("gather", ("gather",), lambda x, i: lax.gather(x, i, 1), (randn(3, 5, 4), ints(2, 3))),
+    Case("scatter_add", ("scatter_add",), lambda o, i, u: lax.scatter_add(o, i, u, 1),
+         (randn(3, 5, 4), np.array([[4, 0, 2], [2, 2, 1]], np.int32), randn(3, 2, 3, 4))),
+    Case("checkpoint", ("checkpoint",), _checkpointed, (randn(3, 4), randn(4, 4) * 0.5)),
+    Case("custom_vjp", ("custom_vjp",), lambda x: _softplus(x) * x, (randn(3, 4),)),
+]
+assert len({c.id for c in CASES}) == len(CASES), "duplicate case ids"
+
+
+def _prims_in(graph):
+    found = set()
+    for e in graph.eqns:
+        found.add(e.prim)
+        for sub in (v for v in e.params.values() if isinstance(v, T.Graph)):
+            found |= _prims_in(sub)
+    return found
+
+
+@pytest.mark.parametrize("prim", sorted(REGISTRY))
+def test_every_primitive_has_a_cpu_case(prim):
+    cases = [c for c in CASES if prim in c.prims]
+    assert cases, f"primitive {prim!r} has no case in tests/test_jit_cpu.py"
+    for c in cases:
+        assert prim in _prims_in(T.trace(c.fn, *c.args)), f"case {c.id} does not use {prim}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_primitive_matches_reference(case):
+    fn = with_loss_grads(case.fn, case.args) if case.grad else case.fn
+    want = jit(fn, backend="reference")(*case.args)
+    got = jit(fn, backend="cpu")(*case.args)
+    assert_same_tree(got, want, case.id)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recipe=recipes(), seed=st.integers(0, 2 ** 16))
+def test_random_graph_matches_reference(recipe, seed):
+    args = recipe.arrays(seed)
+    fn = with_loss_grads(recipe.fn, args)
+    want = jit(fn, backend="reference")(*args)
+    got = jit(fn, backend="cpu")(*args)
+    assert_same_tree(got, want, repr(recipe))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recipe=recipes(dtype="int32"), seed=st.integers(0, 2 ** 16))
+def test_random_integer_graph_matches_reference_exactly(recipe, seed):
+    args = recipe.arrays(seed)
+    want = jit(recipe.ints_and_bools, backend="reference")(*args)
+    got = jit(recipe.ints_and_bools, backend="cpu")(*args)
+    assert_same_tree(got, want, repr(recipe))
+
+
+def test_gpt_block_loss_and_gradients_match_reference():
+    """The block of tests/gpt_block.py, forward and backward: the loss and the gradients of
+    every parameter and of the input activations. (Its kernel budget: tests/test_fusion.py.)"""
+    cfg = BlockConfig(batch=2, seq=12, width=32, heads=4, vocab=64)
+    params = init_params(cfg)
+    x, targets = init_batch(cfg)
+    vg = T.value_and_grad(lambda p, x, t: block_loss(p, x, t, cfg.heads), argnums=(0, 1))
+    want = jit(vg, backend="reference")(params, x, targets)
+    got = jit(vg, backend="cpu")(params, x, targets)
+    assert_same_tree(got, want, "gpt block (loss, (param grads, input grad))")
+
+
+def test_max_and_argmax_reductions_propagate_nan_like_numpy():
+    x = randn(3, 6)
+    x[0, 2] = np.nan
+    x[2, 0] = np.nan
+    x[2, 4] = np.nan
+
+    def fn(x):
+        return ops.max(x, -1), ops.argmax(x, -1), ops.max(x, 0)
+    assert_same_tree(jit(fn, backend="cpu")(x), jit(fn, backend="reference")(x), "max / argmax with NaN")
+
+
+@pytest.fixture(scope="module")
+def exp_and_tanh():
+    return jit(lambda x: (ops.exp(x), ops.tanh(x)), backend="cpu")
+
+
+def test_exp_and_tanh_are_accurate_over_the_float32_range(exp_and_tanh):
+    """The CPU backend renders float32 exp and tanh as inline polynomials (codegen/cpu.py):
+    within 2 ulp of the float64 truth everywhere, with IEEE special values, and exp flushes
+    results below the smallest normal float32 to 0."""
+    sweep = np.concatenate([np.linspace(-110, 100, 200_001), np.geomspace(1e-30, 2.0, 20_001),
+                            -np.geomspace(1e-30, 2.0, 20_001)]).astype(np.float32)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 88.72, 88.73, -87.33, -87.34], np.float32)
+    x = np.concatenate([sweep, specials])
+    got_exp, got_tanh = exp_and_tanh(x)
+    tiny = np.finfo(np.float32).tiny
+    with np.errstate(over="ignore"):
+        true_exp, true_tanh = np.exp(x.astype(np.float64)), np.tanh(x.astype(np.float64))
+    normal = (true_exp >= tiny) & (true_exp <= np.finfo(np.float32).max)
+    np.testing.assert_allclose(got_exp[normal], true_exp[normal], rtol=2.4e-7, atol=0)
+    assert np.all(got_exp[true_exp < tiny] == 0)
+    assert np.all(np.isinf(got_exp[np.isfinite(x) & (true_exp > np.finfo(np.float32).max)]))
+    np.testing.assert_allclose(got_tanh[np.isfinite(x)], true_tanh[np.isfinite(x)], rtol=2.4e-7, atol=0)
+    s = len(sweep)
+    np.testing.assert_array_equal(got_exp[s:s + 5], [1, 1, np.inf, 0, np.nan])
+    np.testing.assert_array_equal(got_tanh[s:s + 5], [0, -0.0, 1, -1, np.nan])
+    assert np.signbit(got_tanh[s + 1]), "tanh(-0) is -0"
+
+
+def test_parallel_kernels_match_reference(monkeypatch):
+    """Kernels above cpu.PARALLEL_MIN_WORK elements run their rows (or column chunks) in
+    prange; lowering the threshold runs that code on small shapes: row kernels (softmax and
+    its backward, a max over a middle axis) and a column kernel (the bias gradient over 300
+    columns: three chunks)."""
+    from mlbh.codegen import cpu
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 1)
+    x, b = randn(16, 20, 300), randn(300)
+
+    def loss(x, b):
+        h = ops.tanh(x + b)
+        return ops.sum(ops.softmax(h, -1) * x) + ops.sum(ops.max(h, 1))
+    fn = with_loss_grads(loss, (x, b))
+    source = jit(fn, backend="cpu").lower(x, b).cpu_source()
+    assert "for o in prange(" in source and "for c in prange(" in source
+    assert_same_tree(jit(fn, backend="cpu")(x, b), jit(fn, backend="reference")(x, b), "parallel kernels")
