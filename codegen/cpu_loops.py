@@ -10,7 +10,7 @@ for the numba renderer (cpu.py) alone, where one thread walks the loops in order
 from dataclasses import replace
 
 from .affine import IndexSimplifier, substitute
-from .kernel_ir import Kernel, Node
+from .kernel_ir import Kernel, Node, element_accesses
 
 COLUMN_CHUNK = 128  # columns one task of a column kernel sweeps (contiguous in memory)
 
@@ -30,26 +30,6 @@ def _index_value(node: Node, o: int, r: int):
     return None
 
 
-def _element_indices(kernel):
-    seen, out = set(), []
-
-    def walk(node):
-        if node in seen:
-            return
-        seen.add(node)
-        if node.op == "load":
-            out.append(node.args[0])
-        for a in node.args:
-            walk(a)
-    for red in kernel.reductions:
-        walk(red.value)
-    for st in kernel.stores:
-        if st.level >= 0:
-            out.append(st.index)
-            walk(st.value)
-    return out
-
-
 def is_column_kernel(kernel) -> bool:
     """A single-loop reduction over leading axes (a bias gradient, layer_norm's gain
     gradient): every access that moves with both o and r steps by 1 along o and by more
@@ -59,7 +39,7 @@ def is_column_kernel(kernel) -> bool:
     if any(red.op not in ("sum", "max") for red in kernel.reductions):
         return False
     strides = []
-    for idx in _element_indices(kernel):
+    for idx in element_accesses(kernel):
         base, next_o, next_r = (_index_value(idx, o, r) for o, r in ((0, 0), (1, 0), (0, 1)))
         if None in (base, next_o, next_r):
             return False

@@ -9,7 +9,7 @@ with consecutive threads on consecutive o ("col" mapping, cuda_launch).
 Index nodes are evaluated with Python ints at sample points; an index that depends on
 loaded data (a gather) is not classified.
 """
-from .kernel_ir import Kernel, Node
+from .kernel_ir import Kernel, Node, element_accesses
 
 
 _INT_OPS = {"iadd": lambda a, b: a + b, "imul": lambda a, b: a * b, "sub": lambda a, b: a - b,
@@ -43,29 +43,6 @@ def evaluate_index(node: Node, o: int, r: int, memo=None) -> int:
     return value
 
 
-def _accesses(kernel: Kernel):
-    """Index nodes of the loads and element stores inside the r loops."""
-    found, seen = [], set()
-
-    def walk(node):
-        if node in seen:
-            return
-        seen.add(node)
-        if node.op == "load":
-            found.append(node.args[0])
-        for a in node.args:
-            walk(a)
-
-    for red in kernel.reductions:
-        walk(red.value)
-    for st in kernel.stores:
-        if st.level >= 0:
-            found.append(st.index)
-            walk(st.value)
-            walk(st.index)
-    return found
-
-
 def _steps(index: Node, kernel: Kernel):
     """(step along o, step along r), the same at two sample points, or None."""
     points = {(0, 0), (kernel.outer // 2, kernel.inner // 2)}
@@ -84,7 +61,7 @@ def contiguous_along_o(kernel: Kernel) -> bool:
     if kernel.outer < 2 or kernel.inner < 2:
         return False
     along_o = along_r = 0
-    for index in _accesses(kernel):
+    for index in element_accesses(kernel):
         steps = _steps(index, kernel)
         if steps is None:
             continue

@@ -3,7 +3,7 @@
 Fusion stores every materialized root of a kernel, but a kernel reads its own roots by
 recomputing them, so a value stored only for use inside the same kernel is never loaded.
 """
-from .kernel_ir import Kernel
+from .kernel_ir import Kernel, iter_nodes
 
 
 def drop_dead_stores(steps, outputs):
@@ -35,44 +35,23 @@ def drop_dead_stores(steps, outputs):
 
 
 def _drop_unused_reductions(kernel):
-    used, seen = set(), set()
+    """Keep the reductions a store reads (directly or through other reductions), and the
+    inputs something still loads."""
+    def rowvals(*roots):
+        return {n.attr[0] for n in iter_nodes(*roots) if n.op == "rowval"}
 
-    def walk(node):
-        if node in seen:
-            return
-        seen.add(node)
-        if node.op == "rowval":
-            used.add(node.attr[0])
-        for a in node.args:
-            walk(a)
-    for st in kernel.stores:
-        walk(st.value)
-        walk(st.index)
     by_name = {r.name: r for r in kernel.reductions}
+    used = rowvals(*(n for st in kernel.stores for n in (st.value, st.index)))
     pending = list(used)
     while pending:  # reductions read by used reductions are used too
         red = by_name.get(pending.pop())
         if red is not None:
-            before = set(used)
-            walk(red.value)
-            pending += list(used - before)
+            more = rowvals(red.value) - used
+            used |= more
+            pending += list(more)
     kernel.reductions = [r for r in kernel.reductions if r.name in used]
-    kept_inputs = set()
-    seen.clear()
-
-    def loads(node):
-        if node in seen:
-            return
-        seen.add(node)
-        if node.op == "load":
-            kept_inputs.add(node.attr[0])
-        for a in node.args:
-            loads(a)
-    for st in kernel.stores:
-        loads(st.value)
-        loads(st.index)
-    for red in kernel.reductions:
-        loads(red.value)
+    roots = [n for st in kernel.stores for n in (st.value, st.index)] + [r.value for r in kernel.reductions]
+    kept_inputs = {n.attr[0] for n in iter_nodes(*roots) if n.op == "load"}
     kernel.inputs = [b for b in kernel.inputs if b.name in kept_inputs]
 
 

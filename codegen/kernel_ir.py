@@ -119,3 +119,24 @@ class Kernel:
         """A readable, printable form of the kernel (used in dumps)."""
         from .kernel_printer import format_kernel
         return format_kernel(self)
+
+
+def iter_nodes(*roots):
+    """Every distinct Node reachable from roots, each once."""
+    seen, stack = set(), list(roots)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        yield node
+        stack.extend(node.args)
+
+
+def element_accesses(kernel: Kernel) -> list:
+    """Index Nodes of every load and element store inside the kernel's r loops."""
+    roots = [r.value for r in kernel.reductions]
+    stores = [s for s in kernel.stores if s.level >= 0]
+    roots += [n for s in stores for n in (s.value, s.index)]
+    loads = [n.args[0] for n in iter_nodes(*roots) if n.op == "load"]
+    return loads + [s.index for s in stores]

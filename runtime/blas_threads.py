@@ -1,8 +1,10 @@
-"""Limit OpenBLAS's threads at run time (numpy has no API for it).
+"""Set OpenBLAS's thread count at run time (numpy has no API for it): MLBH_BLAS_THREADS.
 
-On small machines OpenBLAS's spinning worker threads fight numba's kernel threads: a
-64x192 GEMM measured 35 ms with OpenBLAS's default threads and 0.07 ms with one. The CPU
-backend therefore runs BLAS single-threaded unless MLBH_BLAS_THREADS says otherwise.
+OpenBLAS's spinning workers can fight numba's parallel kernels on small machines (a
+64x192 GEMM once measured 35 ms instead of 0.07 ms on a loaded 2-core machine). The CPU
+backend keeps numba's kernels serial below 2^22 elements, so by default OpenBLAS keeps its
+own thread count (measured: the anchor train step, 120 ms with 2 BLAS threads vs 163 ms
+with 1); set MLBH_BLAS_THREADS=1 where another process competes for the cores.
 """
 import ctypes
 import os
@@ -21,11 +23,14 @@ def _loaded_openblas_paths():
     return sorted(paths)
 
 
-def limit_blas_threads(default: int = 1) -> int | None:
-    """Set OpenBLAS's thread count once per process; returns the count set, or None."""
+def limit_blas_threads() -> int | None:
+    """Apply MLBH_BLAS_THREADS once per process; returns the count set, or None."""
     if _done:
         return _done[0]
-    n = int(os.environ.get("MLBH_BLAS_THREADS", default))
+    if not os.environ.get("MLBH_BLAS_THREADS"):
+        _done.append(None)
+        return None
+    n = int(os.environ["MLBH_BLAS_THREADS"])
     result = None
     for path in _loaded_openblas_paths():
         try:

@@ -7,7 +7,8 @@ import weakref
 import numpy as np
 
 from mlbh.codegen.fusion import DotCall
-from mlbh.codegen.kernel_ir import Kernel
+from mlbh.codegen.indexing import ivar
+from mlbh.codegen.kernel_ir import Kernel, iter_nodes
 from mlbh.codegen.memory import plan_memory, step_reads
 from mlbh.tracer import dtypes
 from mlbh.tracer.errors import MlbhError
@@ -150,22 +151,7 @@ class Executable:
 
 
 def _reads_only_same_element(kernel, name):
-    from mlbh.codegen.indexing import ivar
+    """True when every load of buffer `name` in the kernel is at the element being written."""
     same = ivar("o")
-    ok = True
-
-    def walk(node, seen):
-        nonlocal ok
-        if node in seen:
-            return
-        seen.add(node)
-        if node.op == "load" and node.attr[0] == name and node.args[0] != same:
-            ok = False
-        for a in node.args:
-            walk(a, seen)
-
-    seen = set()
-    for s in kernel.stores:
-        walk(s.value, seen)
-        walk(s.index, seen)
-    return ok
+    roots = [n for s in kernel.stores for n in (s.value, s.index)]
+    return all(n.args[0] == same for n in iter_nodes(*roots) if n.op == "load" and n.attr[0] == name)

@@ -3,7 +3,7 @@ interpreter vs PyTorch eager.
 
     python scripts/bench_block_cpu.py                  # the anchor config: 8 x 128, width 128
     python scripts/bench_block_cpu.py --profile        # also the time of every launch-list step
-    MLBH_BLAS_THREADS=2 python scripts/bench_block_cpu.py   # matmuls on two threads (default one)
+    MLBH_BLAS_THREADS=1 python scripts/bench_block_cpu.py   # matmuls on one thread (default: OpenBLAS's own)
 
 The block is tests/gpt_block.py (layer_norm, packed QKV, causal attention, output
 projection, GELU MLP, vocab projection, cross-entropy); the PyTorch version below is the
@@ -128,7 +128,7 @@ def main():
     start = time.perf_counter()
     loss, grads = step(params, x, targets)
     first_call = time.perf_counter() - start
-    print(f"  OpenBLAS threads {limit_blas_threads()} (MLBH_BLAS_THREADS), for jit and reference alike")
+    print(f"  OpenBLAS threads {limit_blas_threads() or 'default'} (MLBH_BLAS_THREADS), for jit and reference alike")
     lowered, exe = next(iter(step.cache.values()))
     jit_ms = median_ms(lambda: step(params, x, targets), a.repeats)
     summary = lowered.summary()

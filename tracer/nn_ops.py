@@ -18,22 +18,23 @@ def _f32(x):
     return astype(x, "float32") if dtype_of(x) in ("float16", "bfloat16") else x
 
 
+def _shifted(x, axis):
+    """(x - max(x), x's dtype), in float32 for low-precision x: the stable softmax input."""
+    x = asarray(x)
+    xf = _f32(x)
+    return subtract(xf, stop_gradient(max(xf, axis, keepdims=True))), dtype_of(x)
+
+
 def softmax(x, axis=-1):
     with name_scope("softmax"):
-        x = asarray(x)
-        dtype = dtype_of(x)
-        x = _f32(x)
-        shifted = subtract(x, stop_gradient(max(x, axis, keepdims=True)))
+        shifted, dtype = _shifted(x, axis)
         e = exp(shifted)
         return astype(divide(e, sum(e, axis, keepdims=True)), dtype)
 
 
 def log_softmax(x, axis=-1):
     with name_scope("log_softmax"):
-        x = asarray(x)
-        dtype = dtype_of(x)
-        x = _f32(x)
-        shifted = subtract(x, stop_gradient(max(x, axis, keepdims=True)))
+        shifted, dtype = _shifted(x, axis)
         return astype(subtract(shifted, log(sum(exp(shifted), axis, keepdims=True))), dtype)
 
 
