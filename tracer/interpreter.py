@@ -53,7 +53,9 @@ def _params_for_mode(params):
 
 
 def run_eqn(prim, in_values, params, out_dtypes):
-    results = prim.impl(*[_compute(np.asarray(v)) for v in in_values], **_params_for_mode(params))
+    # IEEE semantics (1/0 = inf, 0/0 = nan), as the compiled backends have, without warnings
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        results = prim.impl(*[_compute(np.asarray(v)) for v in in_values], **_params_for_mode(params))
     if not isinstance(results, tuple):
         results = (results,)
     return [np.asarray(r).astype(_storage(d), copy=False) for r, d in zip(results, out_dtypes)]
