@@ -19,6 +19,7 @@ from mlbh.tracer import lax, ops
 from mlbh.tracer.registry import REGISTRY
 
 from jit_compare import assert_same_tree
+from test_primitives_grad import _prims_in
 from gpt_block import BlockConfig, block_loss, init_batch, init_params
 from random_graphs import recipes, with_loss_grads
 
@@ -121,15 +122,6 @@ CASES = [
     Case("custom_vjp", ("custom_vjp",), lambda x: _softplus(x) * x, (randn(3, 4),)),
 ]
 assert len({c.id for c in CASES}) == len(CASES), "duplicate case ids"
-
-
-def _prims_in(graph):
-    found = set()
-    for e in graph.eqns:
-        found.add(e.prim)
-        for sub in (v for v in e.params.values() if isinstance(v, T.Graph)):
-            found |= _prims_in(sub)
-    return found
 
 
 @pytest.mark.parametrize("prim", sorted(REGISTRY))
