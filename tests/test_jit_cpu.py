@@ -19,7 +19,7 @@ from mlbh.tracer import lax, ops
 from mlbh.tracer.registry import REGISTRY
 
 from jit_compare import assert_same_tree
-from test_primitives_grad import _prims_in
+from test_primitives_grad import _prims_in, _softplus
 from gpt_block import BlockConfig, block_loss, init_batch, init_params
 from random_graphs import recipes, with_loss_grads
 
@@ -45,23 +45,6 @@ class Case:
     fn: callable
     args: tuple
     grad: bool = True   # also compare value_and_grad of a loss of the output
-
-
-@T.custom_vjp
-def _softplus(x):
-    return ops.log(1.0 + ops.exp(x))
-
-
-def _softplus_fwd(x):
-    return _softplus(x), (x,)
-
-
-def _softplus_bwd(res, ct):
-    (x,) = res
-    return (ct / (1.0 + ops.exp(-x)),)
-
-
-_softplus.defvjp(_softplus_fwd, _softplus_bwd)
 
 
 def _checkpointed(x, w):
