@@ -3,11 +3,12 @@
 A transformers GPT-2 directory holds config.json, model.safetensors (or
 pytorch_model.bin, read with torch when it is installed) and the tokenizer as vocab.json +
 merges.txt (the formats of OpenAI's encoder.json and vocab.bpe). Import writes an mlbh
-checkpoint (step 0, no optimizer state) with tokenizer.json beside it; export writes a
+checkpoint (step 0, no optimizer state) with its tokenizer inside; export writes a
 directory that transformers' GPT2LMHeadModel.from_pretrained loads.
 """
 import json
 import os
+import tempfile
 
 import numpy as np
 
@@ -60,15 +61,16 @@ def import_hf(directory, out_dir):
                                     layer_norm_eps=cfg.get("layer_norm_epsilon", 1e-5))
     if cfg.get("n_positions", config.block_size) != config.block_size:
         raise ConfigError(f"{directory}: n_positions {cfg['n_positions']} but wpe has {config.block_size} rows")
-    os.makedirs(out_dir, exist_ok=True)
-    tokenizer_path = None
+    tokenizer = None
     vocab, merges = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
-    if os.path.exists(vocab) and os.path.exists(merges):
-        tokenizer_path = os.path.abspath(os.path.join(out_dir, "tokenizer.json"))
-        Tokenizer.from_gpt2_files(vocab, merges).save(tokenizer_path)
-    save_checkpoint(out_dir, 0, params, {}, {"model": config.to_dict(), "tokenizer": tokenizer_path or "",
-                                             "imported_from": os.path.abspath(directory)})
-    return config, tokenizer_path
+    with tempfile.TemporaryDirectory() as scratch:
+        if os.path.exists(vocab) and os.path.exists(merges):
+            tokenizer = os.path.join(scratch, "tokenizer.json")
+            Tokenizer.from_gpt2_files(vocab, merges).save(tokenizer)
+        save_checkpoint(out_dir, 0, params, {}, {"model": config.to_dict(),
+                                                 "imported_from": os.path.abspath(directory)},
+                        tokenizer=tokenizer)
+    return config, tokenizer is not None
 
 
 def export_hf(checkpoint_path, directory):
@@ -90,8 +92,8 @@ def export_hf(checkpoint_path, directory):
         "activation_function": "gelu_new", "resid_pdrop": config.dropout, "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout, "tie_word_embeddings": True,
         "bos_token_id": config.vocab_size - 1, "eos_token_id": config.vocab_size - 1})
-    if ck.state.get("tokenizer"):
-        _write_gpt2_tokenizer(Tokenizer.load(ck.state["tokenizer"]), directory)
+    if ck.tokenizer_path:
+        _write_gpt2_tokenizer(Tokenizer.load(ck.tokenizer_path), directory)
     return directory
 
 

@@ -7,6 +7,7 @@
         params.safetensors
         optimizer.safetensors
         state.json           {"format", "version", "step", "metric", "state": <caller's dict>}
+        tokenizer.json       (optional) the tokenizer the model reads, copied in
 
 A checkpoint is written into a hidden temporary directory and renamed into place only
 once every file in it is complete and fsynced; latest.json is replaced atomically after
@@ -22,7 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlbh.runtime.atomic import atomic_write_json, atomic_write_text, fsync_directory, temporary_sibling
+from mlbh.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_directory, temporary_sibling
 from mlbh.runtime.safetensors_io import load_safetensors, save_safetensors
 from mlbh.tracer.errors import CheckpointError
 
@@ -33,6 +34,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 LATEST_FILE = "latest.json"
 BEST_FILE = "best.json"
+TOKENIZER_FILE = "tokenizer.json"
 CHECKPOINT_NAME = re.compile(r"ckpt_(\d{8,})")
 # Hidden leftovers of interrupted saves or deletions; never valid checkpoints.
 LEFTOVER_NAME = re.compile(r"\.ckpt_(\d{8,})\.(tmp|old|del)-.*")
@@ -47,13 +49,26 @@ class Checkpoint:
     state: dict
     metric: float | None = None
 
+    @property
+    def tokenizer_path(self):
+        """The tokenizer saved with this checkpoint (None when it has none). Checkpoints of
+        mlbh before tokenizers were copied in name an external file in state["tokenizer"]."""
+        inside = self.path / TOKENIZER_FILE
+        if inside.exists():
+            return inside
+        legacy = (self.state or {}).get("tokenizer")
+        return Path(legacy) if legacy and Path(legacy).exists() else None
+
 
 def checkpoint_name(step):
     return f"ckpt_{step:08d}"
 
 
-def save_checkpoint(out_dir, step, params, opt_state, state, keep_last=3, best_metric=None):
+def save_checkpoint(out_dir, step, params, opt_state, state, keep_last=3, best_metric=None, tokenizer=None):
     """Write out_dir/ckpt_{step:08d}/ and point out_dir/latest.json at it.
+
+    `tokenizer`, a tokenizer.json path, is copied into the checkpoint, so a checkpoint
+    directory alone is enough to evaluate and sample.
 
     `state` must be JSON-serializable. `best_metric` (lower is better, e.g. val loss) makes
     this checkpoint a candidate for best.json; the best checkpoint survives retention.
@@ -83,6 +98,13 @@ def save_checkpoint(out_dir, step, params, opt_state, state, keep_last=3, best_m
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{final / STATE_FILE}: state is not JSON-serializable: {e}") from None
         atomic_write_text(staging / STATE_FILE, text + "\n")
+        if tokenizer is not None:
+            try:
+                data = Path(tokenizer).read_bytes()
+            except OSError as e:
+                raise CheckpointError(f"{tokenizer}: cannot read the tokenizer to save with the checkpoint: "
+                                      f"{e.strerror}") from None
+            atomic_write_bytes(staging / TOKENIZER_FILE, data)
         fsync_directory(staging)
         if final.exists():
             # Replacing a step that latest.json may name: point latest.json at the complete

@@ -171,8 +171,9 @@ def _cpu_renderable(program):
 
 
 class Jitted:
-    def __init__(self, fn, backend=None, donate_argnums=(), cuda_graph=False):
+    def __init__(self, fn, backend=None, donate_argnums=(), cuda_graph=False, warn_on_retrace=True):
         self.fn = fn
+        self.warn_on_retrace = warn_on_retrace
         self.backend = backend or default_backend()
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -193,7 +194,8 @@ class Jitted:
             if self._last_sig is not None:
                 reason = explain_retrace(self._last_sig, sig)
                 self.retraces.append(reason)
-                log.warning("jit(%s): retracing because %s", self.name, reason)
+                log.log(logging.WARNING if self.warn_on_retrace else logging.DEBUG,
+                        "jit(%s): retracing because %s", self.name, reason)
             lowered = self.lower(*args)
             dump_root = os.environ.get("MLBH_DUMP_DIR")
             if dump_root:
@@ -221,9 +223,11 @@ def _python_scalar_as_array(x):
     return x
 
 
-def jit(fn=None, backend=None, donate_argnums=(), cuda_graph=False):
+def jit(fn=None, backend=None, donate_argnums=(), cuda_graph=False, warn_on_retrace=True):
     """Compile fn for a backend ("cpu", "cuda", "reference"; default cuda when a device is
-    visible). cuda_graph=True replays each call's launch list as one captured CUDA graph."""
+    visible). cuda_graph=True replays each call's launch list as one captured CUDA graph.
+    A call with new shapes or dtypes compiles again and logs why, as a warning unless
+    warn_on_retrace=False (for callers that vary shapes on purpose)."""
     if fn is None:
-        return lambda f: Jitted(f, backend, donate_argnums, cuda_graph)
-    return Jitted(fn, backend, donate_argnums, cuda_graph)
+        return lambda f: Jitted(f, backend, donate_argnums, cuda_graph, warn_on_retrace)
+    return Jitted(fn, backend, donate_argnums, cuda_graph, warn_on_retrace)

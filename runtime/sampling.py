@@ -26,7 +26,9 @@ class WindowSampler:
         return ids
 
 
-def _pick(logits, temperature, top_k, rng):
+def _pick(logits, temperature, top_k, rng, top_p=1.0):
+    """Greedy at temperature 0; otherwise a sample from softmax(logits / temperature) cut
+    to the top_k most likely tokens and then to the smallest set whose mass reaches top_p."""
     if temperature <= 0:
         return int(np.argmax(logits))
     logits = logits / temperature
@@ -35,6 +37,11 @@ def _pick(logits, temperature, top_k, rng):
         logits = np.where(logits < cut, -np.inf, logits)
     p = np.exp(logits - logits.max())
     p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        keep = np.cumsum(p[order]) - p[order] < top_p  # every token needed to reach top_p
+        p[order[~keep]] = 0.0
+        p /= p.sum()
     return int(rng.choice(logits.size, p=p))
 
 
@@ -48,7 +55,10 @@ class KVSampler:
         self.prefill = jit(model.prefill, backend=backend)
         self.decode = jit(model.decode_step, backend=backend, donate_argnums=(3, 4))
 
-    def generate(self, params, prompt_ids, n_tokens, temperature=0.8, top_k=50, seed=0, on_token=None):
+    def generate(self, params, prompt_ids, n_tokens, temperature=0.8, top_k=50, seed=0, on_token=None,
+                 top_p=1.0):
+        """prompt_ids + up to n_tokens new ids; on_token(id) sees each new id as it comes and
+        stops the generation by returning True."""
         rng = np.random.default_rng(seed)
         ids = list(prompt_ids) or [0]
         context = self.model.context
@@ -57,14 +67,14 @@ class KVSampler:
         buf = np.zeros((1, context), np.int32)
         buf[0, :len(ids)] = ids
         logits, k, v = self.prefill(params, buf)
-        nxt = _pick(np.asarray(logits)[0, len(ids) - 1].astype(np.float64), temperature, top_k, rng)
+        nxt = _pick(np.asarray(logits)[0, len(ids) - 1].astype(np.float64), temperature, top_k, rng, top_p)
         for _ in range(n_tokens):
             ids.append(nxt)
-            if on_token:
-                on_token(nxt)
+            if on_token and on_token(nxt):
+                break
             pos = len(ids) - 1
             if pos >= context or len(ids) - len(prompt_ids) >= n_tokens:
                 break
             logits, k, v = self.decode(params, np.array([nxt], np.int32), np.array(pos, np.int32), k, v)
-            nxt = _pick(np.asarray(logits)[0].astype(np.float64), temperature, top_k, rng)
+            nxt = _pick(np.asarray(logits)[0].astype(np.float64), temperature, top_k, rng, top_p)
         return ids

@@ -78,10 +78,11 @@ class Trainer:
         opt_state = {f"m/{k}": v for k, v in _to_host(state["m"]).items()}
         opt_state.update({f"v/{k}": v for k, v in _to_host(state["v"]).items()})
         meta = {"model": self.model.to_dict(), "train": self.cfg.to_dict(), "data": self.data_dir,
-                "tokenizer": str(self.train_data.tokenizer_path or ""), "data_position": {"next_step": state["step"]},
+                "data_position": {"next_step": state["step"]},
                 "val_loss": val_loss}
         save_checkpoint(self.cfg.out, state["step"], _to_host(state["params"]), opt_state, meta,
-                        keep_last=self.cfg.keep_last, best_metric=val_loss)
+                        keep_last=self.cfg.keep_last, best_metric=val_loss,
+                        tokenizer=self.train_data.tokenizer_path)
 
     def run(self):
         cfg = self.cfg

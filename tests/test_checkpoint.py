@@ -223,6 +223,21 @@ def test_save_and_load_round_trip(tmp_path):
     assert not [p for p in run.iterdir() if p.name.startswith(".")]
 
 
+def test_the_tokenizer_is_saved_inside_the_checkpoint(tmp_path):
+    source = tmp_path / "tok.json"
+    source.write_text('{"tokenizer": 1}')
+    params, opt_state, state = training_state(3)
+    directory = save_checkpoint(tmp_path / "run", 3, params, opt_state, state, tokenizer=source)
+    source.unlink()  # the checkpoint does not depend on the original file
+    loaded = load_checkpoint(tmp_path / "run")
+    assert loaded.tokenizer_path == directory / "tokenizer.json"
+    assert loaded.tokenizer_path.read_text() == '{"tokenizer": 1}'
+    assert load_checkpoint(save_checkpoint(tmp_path / "bare", 1, params, opt_state, state)).tokenizer_path is None
+    with pytest.raises(CheckpointError, match="cannot read the tokenizer"):
+        save_checkpoint(tmp_path / "run", 4, params, opt_state, state, tokenizer=tmp_path / "missing.json")
+    assert latest_checkpoint(tmp_path / "run") == directory
+
+
 def test_retention_keeps_last_n_and_the_best(tmp_path):
     run = tmp_path / "run"
     metrics = {100: 3.0, 200: 1.0, 300: 2.0, 400: 2.5, 500: 1.5}

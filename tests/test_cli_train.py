@@ -50,6 +50,11 @@ def test_train_writes_metrics_checkpoints_and_a_sample(prepared, tmp_path):
     assert report["loss"] > 0 and report["bits_per_byte"] > 0
     assert report["perplexity"] == pytest.approx(2.718281828 ** report["loss"], rel=1e-6)
 
+    checkpoint = run / json.loads((run / "latest.json").read_text())["checkpoint"]
+    assert (checkpoint / "tokenizer.json").exists(), "the checkpoint carries its tokenizer"
+    ev = invoke("eval", run)
+    assert ev.exit_code == 1 and "needs --data PREPARED_DIR, --tasks" in ev.stderr
+
 
 def test_bad_config_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.json"

@@ -42,3 +42,12 @@ def test_greedy_sample_equals_transformers_generate():
         want = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
                            pad_token_id=0)[0].tolist()
     assert got == want
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass():
+    from mlbh.runtime.sampling import _pick
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = np.random.default_rng(0)
+    assert {_pick(logits, 1.0, 0, rng, top_p=0.5) for _ in range(200)} == {0}
+    assert {_pick(logits, 1.0, 0, rng, top_p=0.7) for _ in range(200)} == {0, 1}
+    assert {_pick(logits, 1.0, 0, rng, top_p=1.0) for _ in range(400)} == {0, 1, 2, 3}
