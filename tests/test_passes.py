@@ -283,3 +283,26 @@ def test_optimize_preserves_random_graphs(program, seed):
     args32 = [a.astype(np.float32) for a in args]
     g32 = T.trace(f, *args32)
     assert_same_values(g32, T.optimize(g32), *args32)
+
+
+def test_transpose_of_a_dot_becomes_the_swapped_dot():
+    def f(a, b):  # (i, k) x (j, k) -> (i, j), read as (j, i); and a batched one
+        return (ops.transpose(lax.dot_general(a, b, (((1,), (1,)), ((), ())))),
+                ops.transpose(lax.dot_general(a[None], b[None], (((2,), (2,)), ((0,), (0,)))), (0, 2, 1)))
+
+    a, b = randn(3, 4).astype(np.float32), randn(5, 4).astype(np.float32)
+    g = T.trace(f, a, b)
+    s = T.dce(T.simplify(g))
+    assert prims(s).count("transpose") == 0 and prims(s).count("dot_general") == 2
+    assert_same_values(g, s, a, b)
+    assert [e.inputs[0] for e in s.eqns if e.prim == "dot_general"][0] is g.inputs[1]
+
+
+def test_a_dot_read_twice_keeps_its_transpose():
+    def f(a, b):
+        d = a @ b
+        return ops.transpose(d), d
+
+    a, b = randn(3, 4).astype(np.float32), randn(4, 5).astype(np.float32)
+    s = T.dce(T.simplify(T.trace(f, a, b)))
+    assert prims(s).count("dot_general") == 1 and prims(s).count("transpose") == 1

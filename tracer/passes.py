@@ -118,8 +118,10 @@ def _full_value(producers, var):
 def simplify(graph):
     """Algebraic identities: x+0, x-0, x*1, x/1, --x, select(p,x,x), converts and movement
     ops that do nothing, transpose of transpose, reshape of reshape, broadcast of a full,
-    broadcast of a broadcast."""
+    broadcast of a broadcast, and transpose(dot(a, b)) = dot(b, a) where the transpose
+    swaps the two free parts (the product is then written in the layout it is read in)."""
     subst, producers, kept = {}, {}, []
+    uses = _use_counts(graph)
 
     def alias(e, var):
         subst[e.outputs[0]] = var
@@ -147,6 +149,15 @@ def simplify(graph):
             alias(e, ins[0]); continue
         if e.prim == "transpose":
             perm = p["permutation"]
+            if src is not None and src.prim == "dot_general" and uses.get(ins[0], 0) == 1:
+                swapped = _swapped_dot(src, perm)
+                if swapped is not None:
+                    e = Eqn("dot_general", src.inputs[::-1], e.outputs, {"dimension_numbers": swapped},
+                            e.source, e.scope)
+                    for v in e.outputs:
+                        producers[v] = e
+                    kept.append(e)
+                    continue
             if src is not None and src.prim == "transpose":
                 perm = tuple(src.params["permutation"][i] for i in perm)
                 e = e.replace(inputs=src.inputs, params={"permutation": perm})
@@ -170,6 +181,26 @@ def simplify(graph):
             producers[v] = e
         kept.append(e)
     return kept, [subst.get(v, v) for v in graph.outputs]
+
+
+def _use_counts(graph):
+    uses = {}
+    for v in [v for e in graph.eqns for v in e.inputs] + list(graph.outputs):
+        uses[v] = uses.get(v, 0) + 1
+    return uses
+
+
+def _swapped_dot(dot, perm):
+    """dimension_numbers of dot(b, a) when transpose(dot(a, b), perm) equals it, else None.
+    A dot's output axes are batch, then a's free axes, then b's."""
+    (lc, rc), (lb, rb) = dot.params["dimension_numbers"]
+    a, b = dot.inputs
+    nb, na = len(lb), len(a.shape) - len(lc) - len(lb)
+    nf = len(b.shape) - len(rc) - len(rb)
+    if na == 0 or nf == 0:
+        return None
+    want = (*range(nb), *range(nb + na, nb + na + nf), *range(nb, nb + na))
+    return ((rc, lc), (rb, lb)) if tuple(perm) == want else None
 
 
 def optimize(graph: Graph, rounds: int = 3) -> Graph:
