@@ -8,9 +8,9 @@
                                       shared_mem=kc.shared_bytes)
 
 Every kernel's source also compiles standalone with `nvcc -cubin -arch=sm_80 file.cu`.
-compile_program compiles a program's kernels as one module by default: NVRTC's fixed cost
-(headers, startup) is most of a small kernel's compile, so this is several times faster,
-and the runtime loads one cubin.
+compile_program compiles a program's kernels as a few modules (one per core), in parallel:
+NVRTC's fixed cost (headers, startup) is most of a small kernel's compile, so a module per
+kernel would be several times slower, and one module for all would use one core.
 
 The parts: cuda_launch (thread mapping: flat / row / col, grid and block), cuda_access
 (which index walks memory contiguously), cuda_kernel (signature, stores, flat loop),
@@ -18,6 +18,8 @@ cuda_rows (row and col loops, block-wide reductions), cuda_expr (nodes -> statem
 and hoisting), cuda_types (dtypes, conversions, literals), cuda_prelude (device helpers),
 cuda_header (the comment stating what a kernel computes).
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .compile_cache import cached_compile_cubin
@@ -70,20 +72,39 @@ def render_program(program) -> list:
     return [render_kernel(k) for k in program.kernels]
 
 
-def compile_program(program, arch: str = "sm_80", options: tuple = (), separate: bool = False) -> list:
+MIN_KERNELS_PER_MODULE = 8  # below this, NVRTC's fixed cost per module outweighs a thread
+
+
+def compile_program(program, arch: str = "sm_80", options: tuple = (), separate: bool = False,
+                    modules: int | None = None) -> list:
     """[(CudaKernel, CubinResult)]; result.kernels[kc.name] has its registers and spills.
 
-    By default all kernels are one module: every pair holds the same CubinResult object
-    (load its cubin once). separate=True compiles each kernel's own source instead.
+    The kernels are split into `modules` translation units (default: one per CPU core, at
+    least MIN_KERNELS_PER_MODULE kernels each) compiled side by side in threads (NVRTC
+    releases the GIL); pairs of one module share its CubinResult (load its cubin once).
+    separate=True compiles each kernel's own source instead. The split depends only on
+    the kernel list and the module count, so a warm cache hits every module.
     Compile errors raise NvrtcCompileError (its message quotes the offending lines).
     """
     kernels = render_program(program)
     if not kernels:
         return []
-    if not separate:
-        result = _compile(module_source(kernels), arch, options, f"{len(kernels)}-kernel module")
-        return [(kc, result) for kc in kernels]
-    return [(kc, _compile(kc.source, arch, options, f"kernel {kc.name}")) for kc in kernels]
+    if separate:
+        return [(kc, _compile(kc.source, arch, options, f"kernel {kc.name}")) for kc in kernels]
+    if modules is None:
+        modules = min(os.cpu_count() or 1, -(-len(kernels) // MIN_KERNELS_PER_MODULE))
+    groups = [kernels[i::modules] for i in range(max(1, min(modules, len(kernels))))]
+
+    def build(group):
+        return _compile(module_source(group), arch, options, f"{len(group)}-kernel module")
+
+    if len(groups) == 1:
+        results = [build(groups[0])]
+    else:
+        with ThreadPoolExecutor(len(groups)) as pool:
+            results = list(pool.map(build, groups))
+    owner = {kc.name: result for group, result in zip(groups, results) for kc in group}
+    return [(kc, owner[kc.name]) for kc in kernels]
 
 
 def _compile(source, arch, options, what):

@@ -125,13 +125,27 @@ def test_every_kernel_compiles_to_cubin(suite, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_gpt_block_compile_program_reports_registers_and_no_spills(suite, arch):
     program = suite[0]["gpt_block"].program
-    pairs = cuda.compile_program(program, arch)
+    pairs = cuda.compile_program(program, arch, modules=1)
     assert [kc.name for kc, _ in pairs] == [k.name for k in program.kernels]
     result = pairs[0][1]
     assert all(r is result for _, r in pairs), "one module: every kernel shares the CubinResult"
     usage = [result.kernels[kc.name] for kc, _ in pairs]
     assert max(u["registers"] for u in usage) <= 64  # so 1024-thread blocks can launch
     assert not [u for u in usage if u["spill_stores"] or u["spill_loads"]]
+
+
+@needs_nvrtc
+def test_compile_program_splits_kernels_into_parallel_modules(suite):
+    program = suite[0]["gpt_block"].program
+    pairs = cuda.compile_program(program, "sm_90", modules=3)
+    assert [kc.name for kc, _ in pairs] == [k.name for k in program.kernels]
+    results = {id(r): r for _, r in pairs}
+    assert len(results) == 3
+    for kc, result in pairs:
+        assert kc.name in result.kernels and result.cubin
+    assert sum(len(r.kernels) for r in results.values()) == len(pairs), "each kernel in exactly one module"
+    again = cuda.compile_program(program, "sm_90", modules=3)
+    assert [r.cubin for _, r in again] == [r.cubin for _, r in pairs], "the split is deterministic"
 
 
 @needs_nvrtc
