@@ -49,6 +49,14 @@ def dot_into(xp, out, a, b, dimension_numbers):
         xp.matmul(a3, b3, out=out.reshape(nb, m, n))
 
 
+def describe_step(program, step):
+    """One line naming a launch-list step: a kernel's loop shape or a GEMM's operands."""
+    if isinstance(step, Kernel):
+        return f"kernel {step.name} outer={step.outer} inner={step.inner} levels={step.levels}"
+    shape = "x".join(map(str, program.buffers[step.out].shape))
+    return f"gemm   {step.out}[{shape}] = {step.a} . {step.b} {step.dimension_numbers}"
+
+
 def apply_view(x, chain):
     for op, params in chain:
         x = x.transpose(params["permutation"]) if op == "transpose" else x.reshape(params["shape"])

@@ -22,7 +22,7 @@ from mlbh.tracer.errors import ConfigError
 from mlbh.tracer.interpreter import evaluate
 from mlbh.tracer.tracing import spec_of, trace_flat
 
-from .executable import Executable, check_not_donated
+from .executable import Executable, check_not_donated, describe_step
 
 log = logging.getLogger("mlbh.jit")
 BACKENDS = ("cpu", "cuda", "reference")
@@ -183,6 +183,19 @@ class Jitted:
         self.cache = {}
         self.retraces = []
         self._last_sig = None
+        self._profile = None  # executable -> per-step seconds, while profiling
+
+    def start_profile(self):
+        """Time every launch-list step of later calls (synchronizing after each: slower)."""
+        self._profile = {}
+
+    def profile_rows(self):
+        """[(mean ms per call, step description)] of the calls since start_profile, slowest first."""
+        rows = []
+        for exe, (seconds, calls) in (self._profile or {}).items():
+            rows += [(1e3 * s / calls[0], describe_step(exe.program, step))
+                     for step, s in zip(exe.program.steps, seconds)]
+        return sorted(rows, key=lambda r: -r[0])
 
     def lower(self, *args) -> Lowered:
         return Lowered(self.fn, args, self.backend, self.name)
@@ -211,7 +224,11 @@ class Jitted:
         lowered, exe = self._compiled(args)
         if exe is None:
             return evaluate(lowered.traced, *args)
-        outs = exe([_python_scalar_as_array(x) for x in leaves])
+        step_seconds = None
+        if self._profile is not None:
+            step_seconds, calls = self._profile.setdefault(exe, ([0.0] * len(exe.program.steps), [0]))
+            calls[0] += 1
+        outs = exe([_python_scalar_as_array(x) for x in leaves], step_seconds=step_seconds)
         return pytree.unflatten(lowered.traced.out_tree, outs)
 
 

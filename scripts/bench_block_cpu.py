@@ -88,21 +88,14 @@ def max_rel_diff(a, b):
                for u, v in zip(la, lb))
 
 
-def profile_steps(lowered, exe, flat_args, repeats):
-    seconds = [0.0] * len(lowered.program.steps)
+def print_profile(jitted, run, repeats):
+    jitted.start_profile()
     for _ in range(repeats):
-        exe(flat_args, step_seconds=seconds)
-    rows = []
-    for step, s in zip(lowered.program.steps, seconds):
-        if hasattr(step, "outer"):
-            what = f"kernel {step.name} outer={step.outer} inner={step.inner} levels={step.levels} " \
-                   f"in={len(step.inputs)} out={len(step.outputs)}"
-        else:
-            what = f"dot    {step.out} = {step.a} x {step.b} {step.dimension_numbers}"
-        rows.append((s / repeats * 1e3, what))
-    total = sum(r[0] for r in rows)
+        run()
+    rows = jitted.profile_rows()
+    total = sum(ms for ms, _ in rows)
     print(f"\nper-step time (ms, mean of {repeats}), total {total:.2f} ms:")
-    for ms, what in sorted(rows, reverse=True):
+    for ms, what in rows:
         print(f"  {ms:7.3f}  {100 * ms / total:5.1f}%  {what}")
 
 
@@ -129,11 +122,11 @@ def main():
     loss, grads = step(params, x, targets)
     first_call = time.perf_counter() - start
     print(f"  OpenBLAS threads {limit_blas_threads() or 'default'} (MLBH_BLAS_THREADS), for jit and reference alike")
-    lowered, exe = next(iter(step.cache.values()))
+    lowered, _ = next(iter(step.cache.values()))
     jit_ms = median_ms(lambda: step(params, x, targets), a.repeats)
     summary = lowered.summary()
     if a.profile:
-        profile_steps(lowered, exe, pytree.flatten([params, x, targets])[0], a.repeats)
+        print_profile(step, lambda: step(params, x, targets), a.repeats)
 
     graph = lowered.traced
     ref_out = T.evaluate(graph, params, x, targets)

@@ -4,6 +4,7 @@ batch, in one run. Prints ms/step (median), first-call times, and ratios.
 
     python scripts/bench_train_cpu.py                 # anchor config and the tiny preset
     python scripts/bench_train_cpu.py --configs anchor --steps 20
+    python scripts/bench_train_cpu.py --configs anchor --no-torch --profile   # where mlbh's time goes
 """
 import argparse
 import math
@@ -26,7 +27,7 @@ CONFIGS = {
 OPT = AdamWConfig(lr=6e-4, min_lr=6e-5, warmup_steps=0, max_steps=10_000, weight_decay=0.1, grad_clip=1.0)
 
 
-def bench_mlbh(config, batch, seq, steps, data):
+def bench_mlbh(config, batch, seq, steps, data, profile=False):
     t0 = time.perf_counter()
     runner = StepRunner(GPT2(config), OPT, "cpu")
     params = GPT2(config).init_params(0)
@@ -38,9 +39,27 @@ def bench_mlbh(config, batch, seq, steps, data):
         times.append(time.perf_counter() - s)
         if i == 0:
             first = time.perf_counter() - t0
+    if profile:
+        print_profile(runner, state, data, steps)
     exe = list(runner.micro.cache.values())[0][0]
     return {"first": first, "ms": 1e3 * statistics.median(times[1:]), "losses": losses,
             "kernels": len(exe.program.kernels), "gemms": len(exe.program.steps) - len(exe.program.kernels)}
+
+
+def print_profile(runner, state, data, steps, top=20):
+    """The time of every kernel and GEMM of mlbh's micro-step and update, slowest first."""
+    for jitted in (runner.micro, runner.update):
+        jitted.start_profile()
+    for i in range(steps):
+        runner.step(state, [data(i)])
+    for jitted in (runner.micro, runner.update):
+        rows = jitted.profile_rows()
+        kernels = sum(ms for ms, what in rows if what.startswith("kernel"))
+        gemms = sum(ms for ms, what in rows if what.startswith("gemm"))
+        print(f"   profile of {jitted.name} (mean of {steps} steps): kernels {kernels:.1f} ms, "
+              f"GEMMs {gemms:.1f} ms; the slowest {top} steps:")
+        for ms, what in rows[:top]:
+            print(f"     {ms:7.3f} ms  {what}")
 
 
 def torch_gpt2(config, params):
@@ -105,6 +124,8 @@ def main():
     ap.add_argument("--configs", default="anchor,tiny")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first step takes ~20 s)")
+    ap.add_argument("--no-torch", action="store_true", help="time mlbh only")
+    ap.add_argument("--profile", action="store_true", help="also time every kernel and GEMM of mlbh's step")
     args = ap.parse_args()
     try:
         import torch
@@ -125,8 +146,8 @@ def main():
 
         print(f"\n== {name}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, vocab "
               f"{config.vocab_size}, batch {batch} x {seq}, float32, {args.steps} timed steps")
-        results = {"mlbh": bench_mlbh(config, batch, seq, args.steps, data)}
-        if torch is not None:
+        results = {"mlbh": bench_mlbh(config, batch, seq, args.steps, data, args.profile)}
+        if torch is not None and not args.no_torch:
             results["torch eager"] = bench_torch(config, args.steps, data, False)
             if not args.no_compile:
                 results["torch.compile"] = bench_torch(config, args.steps, data, True)

@@ -166,3 +166,26 @@ def test_dump_dir_env_dumps_every_compile(tmp_path, monkeypatch):
     (entry,) = os.listdir(tmp_path)
     assert entry.startswith("_softmax_of_product")
     assert_dump(str(tmp_path / entry))
+
+
+def test_retraces_on_purpose_are_not_warnings(caplog):
+    f = jit(lambda x: ops.tanh(x) * 2.0, backend="cpu", warn_on_retrace=False)
+    with caplog.at_level(logging.WARNING, logger="mlbh.jit"):
+        f(randn(2, 3))
+        f(randn(4, 3))
+    assert len(f.retraces) == 1 and "retracing" not in caplog.text
+
+
+def test_profile_times_every_launch_step():
+    f = jit(lambda a, b: ops.sum(ops.tanh(a @ b), axis=1), backend="cpu")
+    a, b = randn(8, 4), randn(4, 5, seed=1)
+    f(a, b)
+    assert f.profile_rows() == []
+    f.start_profile()
+    f(a, b)
+    f(a, b)
+    rows = f.profile_rows()
+    program = next(iter(f.cache.values()))[0].program
+    assert len(rows) == len(program.steps) >= 2
+    assert {what.split()[0] for _, what in rows} == {"kernel", "gemm"}
+    assert all(ms >= 0 for ms, _ in rows) and rows == sorted(rows, key=lambda r: -r[0])
