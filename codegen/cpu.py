@@ -148,9 +148,10 @@ _UNARY_FN = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt"}
 class _Body:
     """Emits the statements of one loop body, one temporary per distinct node."""
 
-    def __init__(self, prefix, names):
+    def __init__(self, prefix, names, ivars=None):
         self.prefix = prefix
         self.names = names   # node -> expression text (shared with hoisted scopes)
+        self.ivars = ivars or {}  # loop index -> the text it stands for (unrolled lanes)
         self.lines = []
 
     def expr(self, node: Node) -> str:
@@ -158,7 +159,7 @@ class _Body:
             return self.names[node]
         op = node.op
         if op == "ivar":
-            return node.attr[0]
+            return self.ivars.get(node.attr[0], node.attr[0])
         if op == "iconst":
             return str(node.attr[0])
         if op == "const":
@@ -318,6 +319,11 @@ def _render_body(kernel: Kernel) -> list:
         for n in outside:
             pre.expr(n)
         body_lines += pre.lines
+        if _max_lanes_apply(kernel, reds, stores, inside):
+            body_lines += _max_lanes(kernel.inner, level, reds, hoisted_names)
+            for r in reds:
+                body_lines.append(f"rv_{r.name} = acc_{r.name}")
+            continue
         for r in reds:
             body_lines.append(f"acc_{r.name} = {_init(r)}")
             if r.op == "argmax":
@@ -353,6 +359,41 @@ def _render_body(kernel: Kernel) -> list:
     body_lines += row.lines + row_stmts
     lines += [f"        {x}" for x in body_lines]
     return lines, parallel
+
+
+MAX_LANES = 8  # independent running maxima of an unrolled max-only reduction loop
+# Rows at least this long get the lanes. Measured on the GPT block: the cross-entropy
+# kernel's 2048-long rows 5.2 -> 3.9 ms; the softmax kernel's masked 128-long rows got
+# slower (3.0 -> 3.6 ms).
+MAX_LANES_MIN_INNER = 512
+
+
+def _max_lanes_apply(kernel, reds, stores, inside):
+    return (reds and not stores and inside and kernel.inner >= MAX_LANES_MIN_INNER
+            and all(r.op == "max" for r in reds))
+
+
+def _max_lanes(inner, level, reds, hoisted_names):
+    """A max-only reduction level as MAX_LANES interleaved running maxima, merged at the
+    end. LLVM will not vectorise a NaN-propagating max (no fast-math here), so one
+    running max is a chain of dependent compares; independent lanes overlap them. The
+    result is the same maximum (NaN if any element is NaN)."""
+    main = inner - inner % MAX_LANES
+    lines = [f"acc_{r.name}_{j} = {_init(r)}" for r in reds for j in range(MAX_LANES)]
+    lines.append(f"for r0 in range(0, {main}, {MAX_LANES}):")
+    for j in range(MAX_LANES):
+        lane = _Body(f"t{level}_{j}_", dict(hoisted_names), {"r": f"(r0 + {j})"})
+        steps = [f"acc_{r.name}_{j} = {_max_step(f'acc_{r.name}_{j}', lane.expr(r.value))}" for r in reds]
+        lines += [f"    {x}" for x in lane.lines + steps]
+    if main < inner:
+        tail = _Body(f"t{level}_t_", dict(hoisted_names))
+        steps = [f"acc_{r.name}_0 = {_max_step(f'acc_{r.name}_0', tail.expr(r.value))}" for r in reds]
+        lines.append(f"for r in range({main}, {inner}):")
+        lines += [f"    {x}" for x in tail.lines + steps]
+    for r in reds:
+        lines.append(f"acc_{r.name} = acc_{r.name}_0")
+        lines += [f"acc_{r.name} = {_max_step(f'acc_{r.name}', f'acc_{r.name}_{j}')}" for j in range(1, MAX_LANES)]
+    return lines
 
 
 def _canonical(lines, params):

@@ -15,37 +15,51 @@ from .kernel_ir import Kernel, Node, element_accesses
 COLUMN_CHUNK = 128  # columns one task of a column kernel sweeps (contiguous in memory)
 
 
+_INDEX_OPS = {"iadd": lambda a, b: a + b, "imul": lambda a, b: a * b, "idiv": lambda a, b: a // max(b, 1),
+              "imod": lambda a, b: a % max(b, 1), "add": lambda a, b: a + b, "sub": lambda a, b: a - b,
+              "mul": lambda a, b: a * b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
+              "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "and": lambda a, b: a and b}
+
+
 def _index_value(node: Node, o: int, r: int):
     """An index expression's value at (o, r); None if it depends on data (a gather)."""
     op = node.op
     if op == "ivar":
         return o if node.attr[0] == "o" else r
-    if op == "iconst":
+    if op in ("iconst", "const"):
         return node.attr[0]
-    if op in ("iadd", "imul", "idiv", "imod"):
-        a, b = (_index_value(x, o, r) for x in node.args)
-        if a is None or b is None:
-            return None
-        return {"iadd": a + b, "imul": a * b, "idiv": a // max(b, 1), "imod": a % max(b, 1)}[op]
+    args = [_index_value(x, o, r) for x in node.args]
+    if None in args:
+        return None
+    if op in _INDEX_OPS:
+        return _INDEX_OPS[op](*args)
+    if op in ("convert", "to_value"):
+        return args[0]
+    if op == "to_index":  # clamped into [0, size)
+        return min(max(int(args[0]), 0), node.attr[0] - 1)
+    if op == "select":
+        return args[1] if args[0] else args[2]
     return None
 
 
 def is_column_kernel(kernel) -> bool:
     """A single-loop reduction over leading axes (a bias gradient, layer_norm's gain
-    gradient): every access that moves with both o and r steps by 1 along o and by more
-    along r, so a row of the iteration space is strided in memory: swap the loops."""
+    gradient) where more of the memory streams that move with both o and r step by 1 along
+    o than along r: a row of the iteration space is then mostly strided in memory, so the
+    loops are swapped (column chunks, r outside, o inside)."""
     if kernel.serial or kernel.levels != 1 or kernel.inner < 2 or kernel.outer < 2:
         return False
     if any(red.op not in ("sum", "max") for red in kernel.reductions):
         return False
-    strides = []
+    along_o = along_r = 0
     for idx in element_accesses(kernel):
         base, next_o, next_r = (_index_value(idx, o, r) for o, r in ((0, 0), (1, 0), (0, 1)))
         if None in (base, next_o, next_r):
             return False
         if next_o != base and next_r != base:  # varies with both: a stream over the space
-            strides.append((next_o - base, next_r - base))
-    return bool(strides) and all(so == 1 and sr > 1 for so, sr in strides)
+            along_o += next_o - base == 1
+            along_r += next_r - base == 1
+    return along_o > along_r
 
 
 SPLIT_MIN_INNER = 16  # an elementwise loop is split so that its inner part is at least this long

@@ -46,7 +46,7 @@ def bench_mlbh(config, batch, seq, steps, data, profile=False):
             "kernels": len(exe.program.kernels), "gemms": len(exe.program.steps) - len(exe.program.kernels)}
 
 
-def print_profile(runner, state, data, steps, top=20):
+def print_profile(runner, state, data, steps, top=25):
     """The time of every kernel and GEMM of mlbh's micro-step and update, slowest first."""
     for jitted in (runner.micro, runner.update):
         jitted.start_profile()

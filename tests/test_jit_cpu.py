@@ -209,3 +209,16 @@ def test_parallel_kernels_match_reference(monkeypatch):
     source = jit(fn, backend="cpu").lower(x, b).cpu_source()
     assert "for o in prange(" in source and "for c in prange(" in source
     assert_same_tree(jit(fn, backend="cpu")(x, b), jit(fn, backend="reference")(x, b), "parallel kernels")
+
+
+def test_long_max_rows_in_lanes_keep_nan_and_the_tail():
+    from mlbh.codegen import cpu
+    x = np.random.default_rng(5).standard_normal((5, 1003)).astype(np.float32)
+    x[1, 1002] = np.nan          # in the tail after the unrolled lanes
+    x[2, 3] = np.nan             # in a lane
+    x[3, :] = -np.inf
+    x[4, 1001] = 50.0            # the maximum in the tail
+    f = jit(lambda a: ops.max(a, axis=1), backend="cpu")
+    np.testing.assert_array_equal(f(x), np.max(x, axis=1))
+    source = jit(lambda a: ops.max(a, axis=1), backend="cpu").lower(x).program.kernels
+    assert any("r0 + 7" in cpu.render_kernel(k)[1] for k in source), "the 1003-long rows use the lanes"
