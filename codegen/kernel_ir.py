@@ -50,6 +50,22 @@ class Node:
     dtype: str = "int64"
     attr: tuple = ()
 
+    # Nodes are deep, shared trees used as dict keys everywhere (CSE, renderers): hash
+    # once per node instead of re-walking the tree on every lookup.
+    def __hash__(self):
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.op, self.args, self.dtype, self.attr))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if not isinstance(other, Node) or hash(self) != hash(other):
+            return False
+        return (self.op, self.args, self.dtype, self.attr) == (other.op, other.args, other.dtype, other.attr)
+
     def __repr__(self):
         inner = ", ".join(map(repr, self.args))
         extra = ", ".join(map(repr, self.attr))
