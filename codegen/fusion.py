@@ -20,6 +20,7 @@ from mlbh.tracer.ir import Graph
 from . import indexing as ix
 from .dead_stores import drop_dead_stores
 from .kernel_ir import Buffer, Kernel, Node, Reduction, Store, accumulator_dtype
+from .one_hot_sums import fold_one_hot_sums
 
 REDUCTIONS = ("reduce_sum", "reduce_max", "argmax")
 CHEAP = ("broadcast_in_dim", "reshape", "transpose", "slice", "full", "iota", "convert", "neg",
@@ -527,7 +528,7 @@ def fuse(graph: Graph) -> Program:
     for i, unit in enumerate(units):
         if isinstance(unit, _Group):
             kernel, _ = build_kernel(plan, unit, f"k{len(steps)}")
-            steps.append(kernel)
+            steps.append(fold_one_hot_sums(kernel))
         else:
             e = unit[1]
             a, a_view = _view_chain(e.inputs[0], plan.producers, plan.materialized)

@@ -1,0 +1,90 @@
+"""Sums that pick one element become direct reads.
+
+Cross-entropy takes the target's log-probability as sum_r where(r == t, logp[r], 0) (the
+differentiable form, whose gradient fuses into an elementwise kernel); its backward has
+the same shape. As a reduction that is a whole pass over the row for one element. With t
+independent of r, the sum is exactly
+
+    sum_r select(r == t, v(r), 0)  =  select(0 <= t < inner, v(t), 0)
+
+(every other term is +0), so the reduction is dropped and its row value becomes that
+expression: one load instead of a pass. A level left with nothing to do is removed.
+"""
+from dataclasses import replace
+
+from mlbh.tracer import dtypes
+
+from .affine import substitute
+from .kernel_ir import Kernel, Node
+
+
+def fold_one_hot_sums(kernel: Kernel) -> Kernel:
+    folded = {}
+    for red in kernel.reductions:
+        picked = _picked_value(red, kernel.inner) if red.op == "sum" else None
+        if picked is not None:
+            folded[red.name] = picked
+    if not folded:
+        return kernel
+    reductions = [r for r in kernel.reductions if r.name not in folded]
+    levels = sorted({r.level for r in reductions} | {s.level for s in kernel.stores if s.level >= 0})
+    if not levels:
+        return kernel
+    renumber = {old: new for new, old in enumerate(levels)}
+    memo = {}
+    reductions = [replace(r, value=_with_rowvals(r.value, folded, memo), level=renumber[r.level])
+                  for r in reductions]
+    stores = [replace(s, index=_with_rowvals(s.index, folded, memo), value=_with_rowvals(s.value, folded, memo),
+                      level=renumber.get(s.level, -1)) for s in kernel.stores]
+    return replace(kernel, reductions=reductions, stores=stores, levels=len(levels))
+
+
+def _picked_value(red, inner):
+    """The row value of a one-hot sum reduction, or None if it is not one."""
+    value, negate = red.value, False
+    if value.op == "neg":
+        value, negate = value.args[0], True
+    if value.op != "select" or value.args[0].op != "eq":
+        return None
+    cond, picked, zero = value.args
+    if zero.op != "const" or zero.attr[0] != 0:
+        return None
+    for index_side, target in (cond.args, cond.args[::-1]):
+        if _is_inner_index(index_side) and not _uses_inner_index(target) and dtypes.is_int(target.dtype):
+            at = Node("to_index", (target,), "int64", (inner,))
+            in_range = Node("and", (Node("le", (Node("const", (), target.dtype, (0,)), target), "bool"),
+                                    Node("lt", (target, Node("const", (), target.dtype, (inner,))), "bool")),
+                            "bool")
+            out = Node("select", (in_range, substitute(picked, "r", at), zero), picked.dtype)
+            if negate:
+                out = Node("neg", (out,), out.dtype)
+            return out if out.dtype == red.dtype else Node("convert", (out,), red.dtype)
+    return None
+
+
+def _is_inner_index(node):
+    """r itself, or r as an integer value (an iota along the reduced axis)."""
+    while node.op in ("to_value", "convert") and dtypes.is_int(node.dtype):
+        node = node.args[0]
+    return node.op == "ivar" and node.attr[0] == "r"
+
+
+def _uses_inner_index(node, memo=None):
+    memo = {} if memo is None else memo
+    if node not in memo:
+        memo[node] = (node.op == "ivar" and node.attr[0] == "r") or any(_uses_inner_index(a, memo)
+                                                                       for a in node.args)
+    return memo[node]
+
+
+def _with_rowvals(node, folded, memo):
+    if node in memo:
+        return memo[node]
+    if node.op == "rowval" and node.attr[0] in folded:
+        out = folded[node.attr[0]]
+    elif not node.args:
+        out = node
+    else:
+        out = Node(node.op, tuple(_with_rowvals(a, folded, memo) for a in node.args), node.dtype, node.attr)
+    memo[node] = out
+    return out
