@@ -136,7 +136,8 @@ class MlbhLM(TemplateLM):
             targets = np.full((self.batch_size, width), -100, np.int32)
             for r, i in enumerate(batch):
                 row = rows[i]
-                n_in, n_scored = len(row) - 1, counts[i]
+                n_in = len(row) - 1
+                n_scored = min(counts[i], n_in)  # a continuation longer than the window: its tail
                 tokens[r, :n_in] = row[:-1]
                 targets[r, n_in - n_scored:n_in] = row[n_in - n_scored + 1:]
             self.model.check_tokens(tokens, "lm-eval request tokens")

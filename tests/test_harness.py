@@ -205,3 +205,12 @@ def test_a_checkpoint_without_a_tokenizer_is_a_clear_error(tmp_path):
     save_checkpoint(tmp_path, 0, model.init_params(0), {}, {"model": model.to_dict()})
     with pytest.raises(Exception, match="no tokenizer"):
         mlbh.runtime.harness.MlbhLM(checkpoint=str(tmp_path), backend="reference")
+
+
+def test_a_continuation_longer_than_the_context_scores_its_tail(setup):
+    _, ck, _ = setup
+    lm = mlbh.runtime.harness.MlbhLM(checkpoint=str(ck), backend="reference", batch_size=2)
+    continuation = list(range(100, 100 + CONTEXT + 16))
+    (whole, _), = lm._loglikelihood_tokens([(None, [5], continuation)])
+    (tail, _), = lm._loglikelihood_tokens([(None, continuation[-CONTEXT - 1:-CONTEXT], continuation[-CONTEXT:])])
+    assert whole == tail and whole < 0
