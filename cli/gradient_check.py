@@ -2,21 +2,27 @@
 import numpy as np
 
 
+def central_difference(scalar_fn, x, eps: float = 1e-6, indices=None):
+    """d scalar_fn / dx by central differences, in float64; only at the flat `indices` if
+    given (the other entries are NaN)."""
+    x = np.array(x, dtype=np.float64)
+    grad = np.full(x.shape, np.nan)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(x.size) if indices is None else indices:
+        old = flat[i]
+        flat[i] = old + eps
+        plus = scalar_fn(x)
+        flat[i] = old - eps
+        minus = scalar_fn(x)
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
 def finite_difference_grads(loss_of, params: dict, eps: float = 1e-6) -> dict:
-    """d loss / d params by central differences; loss_of(params) -> float, params float64."""
-    grads = {}
-    for name, value in params.items():
-        grad = np.zeros_like(value)
-        for index in np.ndindex(value.shape):
-            original = value[index]
-            value[index] = original + eps
-            up = loss_of(params)
-            value[index] = original - eps
-            down = loss_of(params)
-            value[index] = original
-            grad[index] = (up - down) / (2 * eps)
-        grads[name] = grad
-    return grads
+    """d loss / d params by central differences; loss_of(params) -> float."""
+    return {name: central_difference(lambda v, name=name: loss_of({**params, name: v}), value, eps)
+            for name, value in params.items()}
 
 
 def relative_error(analytic, numeric) -> float:

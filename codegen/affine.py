@@ -12,7 +12,7 @@ becomes `oh % 8`, which no longer varies in the inner loop.
 """
 import math
 
-from .kernel_ir import Node
+from .kernel_ir import Node, replace_leaves
 
 _INDEX_OPS = ("iadd", "imul", "idiv", "imod")
 
@@ -141,14 +141,5 @@ class IndexSimplifier:
 
 def substitute(node: Node, var: str, replacement: Node, memo=None) -> Node:
     """node with every ivar `var` replaced."""
-    memo = {} if memo is None else memo
-    if node in memo:
-        return memo[node]
-    if node.op == "ivar" and node.attr[0] == var:
-        out = replacement
-    elif not node.args:
-        out = node
-    else:
-        out = Node(node.op, tuple(substitute(a, var, replacement, memo) for a in node.args), node.dtype, node.attr)
-    memo[node] = out
-    return out
+    return replace_leaves(node, lambda leaf: replacement if leaf.op == "ivar" and leaf.attr[0] == var else None,
+                          {} if memo is None else memo)

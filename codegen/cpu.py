@@ -20,7 +20,7 @@ import numba
 from mlbh.tracer import dtypes
 
 from . import cpu_loops as loops
-from .kernel_ir import Kernel, Node, compute_dtype
+from .kernel_ir import Kernel, Node, compute_dtype, uses_inner_index
 
 # Below this many elements a kernel runs on one thread: for the GPT block of
 # scripts/bench_block_cpu.py (kernels of 0.1M-2M elements, 2 cores, workqueue threads)
@@ -222,12 +222,6 @@ class _Body:
         return name
 
 
-def _uses_r(node, memo):
-    if node not in memo:
-        memo[node] = (node.op == "ivar" and node.attr[0] == "r") or any(_uses_r(a, memo) for a in node.args)
-    return memo[node]
-
-
 def _collect(node, out, seen, memo, want_r):
     """Post-order nodes under `node` whose r-dependence is want_r."""
     if node in seen:
@@ -235,7 +229,7 @@ def _collect(node, out, seen, memo, want_r):
     seen.add(node)
     for a in node.args:
         _collect(a, out, seen, memo, want_r)
-    if _uses_r(node, memo) == want_r:
+    if uses_inner_index(node, memo) == want_r:
         out.append(node)
 
 

@@ -93,7 +93,8 @@ def compile_program(program, arch: str = "sm_80", options: tuple = (), separate:
         return [(kc, _compile(kc.source, arch, options, f"kernel {kc.name}")) for kc in kernels]
     if modules is None:
         modules = min(os.cpu_count() or 1, -(-len(kernels) // MIN_KERNELS_PER_MODULE))
-    groups = [kernels[i::modules] for i in range(max(1, min(modules, len(kernels))))]
+    modules = max(1, min(modules, len(kernels)))
+    groups = [kernels[i::modules] for i in range(modules)]
 
     def build(group):
         return _compile(module_source(group), arch, options, f"{len(group)}-kernel module")

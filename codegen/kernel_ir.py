@@ -149,6 +149,27 @@ def iter_nodes(*roots):
         stack.extend(node.args)
 
 
+def uses_inner_index(node: Node, memo: dict) -> bool:
+    """Whether node depends on the inner loop index r (memo: node -> answer, shared)."""
+    if node not in memo:
+        memo[node] = (node.op == "ivar" and node.attr[0] == "r") or any(uses_inner_index(a, memo)
+                                                                       for a in node.args)
+    return memo[node]
+
+
+def replace_leaves(node: Node, replacement, memo: dict) -> Node:
+    """node with every leaf for which replacement(leaf) is a Node replaced by it (memo:
+    node -> result, shared across calls with the same replacement)."""
+    if node in memo:
+        return memo[node]
+    if not node.args:
+        out = replacement(node) or node
+    else:
+        out = Node(node.op, tuple(replace_leaves(a, replacement, memo) for a in node.args), node.dtype, node.attr)
+    memo[node] = out
+    return out
+
+
 def element_accesses(kernel: Kernel) -> list:
     """Index Nodes of every load and element store inside the kernel's r loops."""
     roots = [r.value for r in kernel.reductions]

@@ -15,7 +15,7 @@ from dataclasses import replace
 from mlbh.tracer import dtypes
 
 from .affine import substitute
-from .kernel_ir import Kernel, Node
+from .kernel_ir import Kernel, Node, replace_leaves, uses_inner_index
 
 
 def fold_one_hot_sums(kernel: Kernel) -> Kernel:
@@ -32,9 +32,16 @@ def fold_one_hot_sums(kernel: Kernel) -> Kernel:
         return kernel
     renumber = {old: new for new, old in enumerate(levels)}
     memo = {}
-    reductions = [replace(r, value=_with_rowvals(r.value, folded, memo), level=renumber[r.level])
+
+    def rowval(leaf):  # a folded reduction's value, in the dtype its readers expect
+        if leaf.op != "rowval" or leaf.attr[0] not in folded:
+            return None
+        value = folded[leaf.attr[0]]
+        return value if value.dtype == leaf.dtype else Node("convert", (value,), leaf.dtype)
+
+    reductions = [replace(r, value=replace_leaves(r.value, rowval, memo), level=renumber[r.level])
                   for r in reductions]
-    stores = [replace(s, index=_with_rowvals(s.index, folded, memo), value=_with_rowvals(s.value, folded, memo),
+    stores = [replace(s, index=replace_leaves(s.index, rowval, memo), value=replace_leaves(s.value, rowval, memo),
                       level=renumber.get(s.level, -1)) for s in kernel.stores]
     return replace(kernel, reductions=reductions, stores=stores, levels=len(levels))
 
@@ -50,7 +57,7 @@ def _picked_value(red, inner):
     if zero.op != "const" or zero.attr[0] != 0:
         return None
     for index_side, target in (cond.args, cond.args[::-1]):
-        if _is_inner_index(index_side) and not _uses_inner_index(target) and dtypes.is_int(target.dtype):
+        if _is_inner_index(index_side) and not uses_inner_index(target, {}) and dtypes.is_int(target.dtype):
             at = Node("to_index", (target,), "int64", (inner,))
             in_range = Node("and", (Node("le", (Node("const", (), target.dtype, (0,)), target), "bool"),
                                     Node("lt", (target, Node("const", (), target.dtype, (inner,))), "bool")),
@@ -67,24 +74,3 @@ def _is_inner_index(node):
     while node.op in ("to_value", "convert") and dtypes.is_int(node.dtype):
         node = node.args[0]
     return node.op == "ivar" and node.attr[0] == "r"
-
-
-def _uses_inner_index(node, memo=None):
-    memo = {} if memo is None else memo
-    if node not in memo:
-        memo[node] = (node.op == "ivar" and node.attr[0] == "r") or any(_uses_inner_index(a, memo)
-                                                                       for a in node.args)
-    return memo[node]
-
-
-def _with_rowvals(node, folded, memo):
-    if node in memo:
-        return memo[node]
-    if node.op == "rowval" and node.attr[0] in folded:
-        out = folded[node.attr[0]]
-    elif not node.args:
-        out = node
-    else:
-        out = Node(node.op, tuple(_with_rowvals(a, folded, memo) for a in node.args), node.dtype, node.attr)
-    memo[node] = out
-    return out

@@ -3,6 +3,7 @@
 The data goes to a temporary file in the destination's directory (os.replace is only
 atomic within one filesystem), is flushed and fsynced, renamed over the destination,
 and finally the directory itself is fsynced so the rename survives a power loss.
+read_json is the matching reader: every failure is one error naming the file.
 """
 
 import contextlib
@@ -63,3 +64,20 @@ def atomic_write_text(path, text, encoding="utf-8"):
 
 def atomic_write_json(path, obj, indent=2):
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def read_json(path, error, what="file", invalid="corrupt JSON"):
+    """The JSON document in `path`; an `error` (an MlbhError class) naming the path when
+    it is missing ("{what} not found"), unreadable, or not JSON ("{invalid} (...)")."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: {invalid} ({e})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: {invalid} ({e})") from None

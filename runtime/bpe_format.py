@@ -3,7 +3,7 @@
 import json
 import os
 
-from mlbh.runtime.atomic import atomic_write_text
+from mlbh.runtime.atomic import atomic_write_text, read_json
 from mlbh.runtime.bpe_bytes import bytes_to_text, text_to_bytes
 from mlbh.runtime.bpe_vocab import Vocabulary
 from mlbh.tracer.errors import DataError
@@ -42,15 +42,7 @@ def save_vocabulary(vocab, path):
 def load_vocabulary(path):
     """Read and check a tokenizer file; DataError naming `path` for any problem."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: tokenizer file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a valid JSON tokenizer file ({e})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read tokenizer file ({e.strerror})") from None
+    document = read_json(path, DataError, "tokenizer file", "not a valid JSON tokenizer file")
     try:
         return vocabulary_from_document(document)
     except DataError as e:

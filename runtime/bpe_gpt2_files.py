@@ -5,10 +5,10 @@ vocab.bpe is a "#version" line, then one merge per line, "LEFT RIGHT", in rank o
 """
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 
+from mlbh.runtime.atomic import read_json
 from mlbh.runtime.bpe_bytes import text_to_bytes
 from mlbh.runtime.bpe_vocab import Vocabulary
 from mlbh.tracer.errors import DataError, MlbhError
@@ -33,13 +33,7 @@ def read_gpt2_vocabulary(encoder_json_path, vocab_bpe_path, special_tokens=GPT2_
 
 
 def _read_encoder(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            encoder = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a valid GPT-2 encoder.json ({e})") from None
+    encoder = read_json(path, DataError, "file", "not a valid GPT-2 encoder.json")
     if not isinstance(encoder, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in encoder.values()):
         raise DataError(f"{path}: not a GPT-2 encoder.json (expected an object of token -> integer id)")

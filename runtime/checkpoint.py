@@ -23,7 +23,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlbh.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_directory, temporary_sibling
+from mlbh.runtime.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_directory,
+                                 read_json, temporary_sibling)
 from mlbh.runtime.safetensors_io import load_safetensors, save_safetensors
 from mlbh.tracer.errors import CheckpointError
 
@@ -214,16 +215,7 @@ def _checkpoint_entry(pointer_path):
 
 
 def _read_json(path):
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: corrupt JSON ({e})") from None
+    return read_json(path, CheckpointError)
 
 
 def _update_best(out_dir, name, step, metric):

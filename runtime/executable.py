@@ -32,6 +32,11 @@ def _mark_donated(array):
         pass
 
 
+def to_host(x):
+    """A numpy array of x, copied from the GPU when it is a device array."""
+    return np.asarray(x.get() if hasattr(x, "get") else x)
+
+
 def dot_into(xp, out, a, b, dimension_numbers):
     """out[...] = dot_general(a, b): batch axes first, then a's free axes, then b's."""
     (lc, rc), (lb, rb) = dimension_numbers

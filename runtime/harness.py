@@ -25,6 +25,7 @@ from tqdm import tqdm
 from mlbh.tracer import ops
 from mlbh.tracer.errors import CheckpointError, ConfigError
 
+from .executable import to_host
 from .jit import default_backend, jit
 from .sampling import KVSampler
 from .tokenizer import Tokenizer
@@ -46,10 +47,6 @@ def make_token_scores(model):
 def bucket_length(n, limit):
     """The padded length of a batch whose longest row has n tokens."""
     return min(limit, max(MIN_BUCKET, 1 << max(n - 1, 0).bit_length()))
-
-
-def _host(x):
-    return np.asarray(x.get() if hasattr(x, "get") else x)
 
 
 @register_model("mlbh")
@@ -141,7 +138,7 @@ class MlbhLM(TemplateLM):
                 tokens[r, :n_in] = row[:-1]
                 targets[r, n_in - n_scored:n_in] = row[n_in - n_scored + 1:]
             self.model.check_tokens(tokens, "lm-eval request tokens")
-            nll, greedy = (_host(x) for x in self._scores(self.params, tokens, targets))
+            nll, greedy = (to_host(x) for x in self._scores(self.params, tokens, targets))
             supervised = targets != -100
             for r, i in enumerate(batch):
                 results[i] = (float(nll[r][supervised[r]].astype(np.float64).sum()),

@@ -7,13 +7,13 @@ import os
 import sys
 import time
 
-import numpy as np
 
 from mlbh.tracer.errors import CheckpointError, ConfigError
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import TokenDataset
 from .evaluate import Evaluator, fixed_val_batches
+from .executable import to_host
 from .jit import default_backend
 from .metrics import MetricsLog, plot_loss_curve
 from .optim import AdamWConfig
@@ -30,7 +30,7 @@ def _make_model(cfg: TrainConfig, make_model, vocab_size: int):
 
 
 def _to_host(tree):
-    return {k: np.asarray(v.get() if hasattr(v, "get") else v) for k, v in tree.items()}
+    return {k: to_host(v) for k, v in tree.items()}
 
 
 class Trainer:

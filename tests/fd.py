@@ -7,6 +7,7 @@ are carried in float64 and the finite differences stay accurate to ~1e-9.
 import numpy as np
 
 from mlbh import tracer as T
+from mlbh.cli.gradient_check import central_difference as fd_grad  # noqa: F401  (used here and re-exported)
 from mlbh.tracer import dtypes, pytree
 
 EPS = 1e-6
@@ -16,23 +17,6 @@ ATOL = 1e-8
 
 def is_float(x) -> bool:
     return dtypes.is_float(dtypes.name_of(np.asarray(x).dtype))
-
-
-def fd_grad(scalar_fn, x, eps=EPS, indices=None):
-    """d scalar_fn / dx by central differences; only at the flat `indices` if given
-    (the other entries are NaN)."""
-    x = np.array(x, dtype=np.float64)
-    grad = np.full(x.shape, np.nan)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(x.size) if indices is None else indices:
-        old = flat[i]
-        flat[i] = old + eps
-        plus = scalar_fn(x)
-        flat[i] = old - eps
-        minus = scalar_fn(x)
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * eps)
-    return grad
 
 
 def random_like(rng, tree):

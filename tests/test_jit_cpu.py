@@ -19,7 +19,7 @@ from mlbh.tracer import lax, ops
 from mlbh.tracer.registry import REGISTRY
 
 from jit_compare import assert_same_tree
-from test_primitives_grad import _prims_in, _softplus
+from test_primitives_grad import _softplus, assert_cases_cover
 from gpt_block import BlockConfig, block_loss, init_batch, init_params
 from random_graphs import recipes, with_loss_grads
 
@@ -109,10 +109,7 @@ assert len({c.id for c in CASES}) == len(CASES), "duplicate case ids"
 
 @pytest.mark.parametrize("prim", sorted(REGISTRY))
 def test_every_primitive_has_a_cpu_case(prim):
-    cases = [c for c in CASES if prim in c.prims]
-    assert cases, f"primitive {prim!r} has no case in tests/test_jit_cpu.py"
-    for c in cases:
-        assert prim in _prims_in(T.trace(c.fn, *c.args)), f"case {c.id} does not use {prim}"
+    assert_cases_cover(prim, CASES, "tests/test_jit_cpu.py")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
