@@ -390,34 +390,50 @@ def _max_lanes(inner, level, reds, hoisted_names):
     return lines
 
 
-def _canonical(lines, params):
-    """Rename buffers to a0, a1, ... so structurally equal kernels render identically."""
+def _canonical(lines, params, reductions):
+    """Rename buffers to a0, a1, ... and reduction accumulators (acc_/rv_/arg_ + name) to
+    x0, x1, ... (unless also a buffer) so that structurally equal kernels, e.g. the same
+    layer at another depth, render identically and compile once."""
     mapping = {p: f"a{i}" for i, p in enumerate(params)}
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(params, key=len, reverse=True))) + r")\b")
-    return [pattern.sub(lambda m: mapping[m.group(1)], x) for x in lines] if params else lines
+    for i, name in enumerate(dict.fromkeys(reductions)):
+        mapping.setdefault(name, f"x{i}")
+    if not mapping:
+        return lines
+    names = "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
+    pattern = re.compile(r"\b((?:acc_|rv_|arg_)?)(" + names + r")((?:_\d+)?)\b")  # _j: a max lane
+    return [pattern.sub(lambda m: m.group(1) + mapping[m.group(2)] + m.group(3), x) for x in lines]
+
+
+def _first_use_order(params, lines):
+    """params sorted by where the body first names them (argument order by role, not by
+    graph position, so that one layer's kernel equals another's)."""
+    text = "\n".join(lines)
+    first = {p: (m.start() if (m := re.search(rf"\b{re.escape(p)}\b", text)) else len(text)) for p in params}
+    return sorted(params, key=lambda p: first[p])
 
 
 def render_kernel(kernel: Kernel):
-    """(function name, source) of a kernel; equal kernels get equal names and sources."""
-    params = kernel_params(kernel)
+    """(function name, source, buffer names in argument order) of a kernel; structurally
+    equal kernels get equal names and sources."""
     body, parallel = _render_body(kernel)
-    body = _canonical(body, params)
+    params = _first_use_order(kernel_params(kernel), body)
+    body = _canonical(body, params, [r.name for r in kernel.reductions])
     signature = ", ".join(f"a{i}" for i in range(len(params)))
     text = "\n".join(body)
     name = "k_" + hashlib.sha256(f"{parallel}{signature}{text}".encode()).hexdigest()[:16]
     source = (f"@numba.njit(parallel={parallel}, cache=True, error_model='numpy')\n"
               f"def {name}({signature}):\n{text}\n")
-    return name, source
+    return name, source, params
 
 
 def render_program(kernels):
-    """Module source and kernel name -> function name; each distinct kernel appears once,
-    headed by the graph eqns of every kernel it serves."""
+    """Module source and kernel name -> (function name, buffer names in argument order);
+    each distinct kernel appears once, headed by the graph eqns of every kernel it serves."""
     functions, served = {}, {}
     names = {}
     for k in kernels:
-        fname, source = render_kernel(k)
-        names[k.name] = fname
+        fname, source, params = render_kernel(k)
+        names[k.name] = fname, params
         functions.setdefault(fname, source)
         served.setdefault(fname, []).append(k)
     parts = []

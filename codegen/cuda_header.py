@@ -6,7 +6,8 @@ from .kernel_ir import Kernel
 
 def _comment_safe(text: str) -> str:
     # ASCII only, and no trailing backslash (it would continue the // comment onto the next line)
-    text = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    if not (text.isascii() and text.isprintable()):
+        text = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
     return text.rstrip("\\ ")
 
 

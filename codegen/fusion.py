@@ -340,6 +340,7 @@ class _Plan:
         self.graph = graph
         self.materialized, self.producers = _materialized(graph)
         self.names = _Names()
+        self.eqn_order = {id(e): i for i, e in enumerate(graph.eqns)}
 
 
 def _fits(group, root):
@@ -427,6 +428,7 @@ def _fused_eqns(plan, group, builder):
     seen = []
     done = set()
     stack = [r.var for r in group.roots]
+    roots = set(stack)
     while stack:
         v = stack.pop()
         if v in done or v not in plan.producers:
@@ -435,10 +437,9 @@ def _fused_eqns(plan, group, builder):
         e = plan.producers[v]
         seen.append(e)
         for x in e.inputs:
-            if x not in plan.materialized or x in {r.var for r in group.roots}:
+            if x not in plan.materialized or x in roots:
                 stack.append(x)
-    order = {id(e): i for i, e in enumerate(plan.graph.eqns)}
-    return sorted(seen, key=lambda e: order[id(e)])
+    return sorted(seen, key=lambda e: plan.eqn_order[id(e)])
 
 
 MERGE_WINDOW = 24  # how many earlier launch-list units a root may join; keeps fusion linear

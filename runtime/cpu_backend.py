@@ -26,14 +26,15 @@ class CpuBackend:
         compiles each on its first call)."""
         source, names = cpu.render_program(program.kernels)
         module = cpu.load_program(source)
-        funcs = {k.name: (getattr(module, names[k.name]), cpu.kernel_params(k)) for k in program.kernels}
+        funcs = {k.name: (getattr(module, names[k.name][0]), names[k.name][1]) for k in program.kernels}
         if eager:
             done = set()
             for k in program.kernels:
                 fn, params = funcs[k.name]
-                if names[k.name] not in done:
-                    done.add(names[k.name])
-                    fn.compile(tuple(_array_type(program.buffers[p].dtype) for p in params))
+                signature = tuple(_array_type(program.buffers[p].dtype) for p in params)
+                if (names[k.name][0], signature) not in done:
+                    done.add((names[k.name][0], signature))
+                    fn.compile(signature)
         return {"source": source, "functions": funcs}
 
     def storage_dtype(self, dtype):

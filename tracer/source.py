@@ -1,4 +1,5 @@
 """Finding the user's source line for an op: the innermost frame outside mlbh's compiler."""
+import functools
 import os
 import sys
 
@@ -14,14 +15,15 @@ def user_source() -> str | None:
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith(_INTERNAL) and not any(s in filename for s in _SKIP):
-            return f"{_short(filename)}:{frame.f_lineno}"
+            return f"{_short(filename, os.getcwd())}:{frame.f_lineno}"
         frame = frame.f_back
     return None
 
 
-def _short(filename: str) -> str:
+@functools.lru_cache(maxsize=256)
+def _short(filename: str, cwd: str) -> str:
     try:
-        rel = os.path.relpath(filename)
+        rel = os.path.relpath(filename, cwd)
     except ValueError:
         return filename
     return rel if not rel.startswith("..") else filename
