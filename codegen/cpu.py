@@ -16,6 +16,7 @@ import re
 import sys
 
 import numba
+import numpy as np
 
 from mlbh.tracer import dtypes
 
@@ -89,6 +90,31 @@ def _sum_step(acc, value):
     return acc + value
 
 
+@numba.njit
+def _max_key32(x):
+    """float32 -> int32 whose signed order is the float order (NaN aside): negative floats
+    get their magnitude bits flipped. LLVM vectorises an integer max reduction; it will
+    not vectorise a float max without fast-math. The map is its own inverse."""
+    k = np.float32(x).view(np.int32)
+    return k ^ ((k >> np.int32(31)) & np.int32(0x7FFFFFFF))
+
+
+@numba.njit
+def _from_key32(k):
+    return np.int32(k ^ ((k >> np.int32(31)) & np.int32(0x7FFFFFFF))).view(np.float32)
+
+
+@numba.njit
+def _max_key64(x):
+    k = np.float64(x).view(np.int64)
+    return k ^ ((k >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))
+
+
+@numba.njit
+def _from_key64(k):
+    return np.int64(k ^ ((k >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))).view(np.float64)
+
+
 @numba.njit(inline="always")
 def _exp32(x):
     """float32 exp within 1.5 ulp, branch-free so that loops calling it vectorize (a libm
@@ -148,10 +174,10 @@ _UNARY_FN = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt"}
 class _Body:
     """Emits the statements of one loop body, one temporary per distinct node."""
 
-    def __init__(self, prefix, names, ivars=None):
+    def __init__(self, prefix, names, stored=None):
         self.prefix = prefix
         self.names = names   # node -> expression text (shared with hoisted scopes)
-        self.ivars = ivars or {}  # loop index -> the text it stands for (unrolled lanes)
+        self.stored = stored or {}  # node -> (buffer, index) it was stored at by an earlier level
         self.lines = []
 
     def expr(self, node: Node) -> str:
@@ -159,13 +185,16 @@ class _Body:
             return self.names[node]
         op = node.op
         if op == "ivar":
-            return self.ivars.get(node.attr[0], node.attr[0])
+            return node.attr[0]
         if op == "iconst":
             return str(node.attr[0])
         if op == "const":
             return _const(node.attr[0], node.dtype)
         if op == "rowval":
             return f"rv_{node.attr[0]}"
+        if node in self.stored:
+            buffer, index = self.stored[node]
+            return self._bind(node, f"{buffer}[{self.expr(index)}]")
         a = [self.expr(x) for x in node.args]
         t = _np_type(compute_dtype(node.dtype)) if node.dtype in _NP_TYPE or node.dtype in ("float16", "bfloat16") else None
         if op in ("iadd", "imul", "idiv", "imod"):
@@ -216,27 +245,58 @@ class _Body:
             return a[0]
         else:
             raise NotImplementedError(f"cpu renderer: no rendering for node op {op!r}")
+        return self._bind(node, text)
+
+    def _bind(self, node, text):
         name = f"{self.prefix}{len(self.names)}"
         self.names[node] = name
         self.lines.append(f"{name} = {text}")
         return name
 
 
-def _collect(node, out, seen, memo, want_r):
-    """Post-order nodes under `node` whose r-dependence is want_r."""
+def _collect(node, out, seen, memo, want_r, leaves):
+    """Post-order nodes under `node` whose r-dependence is want_r (not below `leaves`)."""
     if node in seen:
         return
     seen.add(node)
-    for a in node.args:
-        _collect(a, out, seen, memo, want_r)
+    if node not in leaves:
+        for a in node.args:
+            _collect(a, out, seen, memo, want_r, leaves)
     if uses_inner_index(node, memo) == want_r:
         out.append(node)
+
+
+_COSTLY_OPS = {"exp", "tanh", "log", "sqrt", "rsqrt", "pow", "erf", "div"}
+
+
+def _costly(node, memo):
+    """Whether a value computes a transcendental or a division: cheaper to load once stored
+    (the row is still in cache) than to compute again."""
+    if node not in memo:
+        memo[node] = node.op in _COSTLY_OPS or any(_costly(a, memo) for a in node.args)
+    return memo[node]
 
 
 def _max_step(acc, value):
     """The next running maximum; a NaN sticks once seen, as numpy's max propagates it
     (Python's max(acc, nan) would drop it)."""
     return f"{value} if ({value} > {acc} or {value} != {value}) else {acc}"
+
+
+def _keyed(red):
+    """A float max reduced through integer keys (_max_key32/64) and a NaN flag."""
+    return red.op == "max" and red.dtype in ("float32", "float64")
+
+
+def _key_bits(red):
+    return 32 if red.dtype == "float32" else 64
+
+
+def _key_of_minus_inf(red):
+    int_type = np.int32 if red.dtype == "float32" else np.int64
+    k = int(np.array(-np.inf, red.dtype).view(int_type))
+    mask = (1 << (_key_bits(red) - 1)) - 1
+    return f"np.int{_key_bits(red)}({k ^ mask if k < 0 else k})"
 
 
 def _init(red):
@@ -298,8 +358,10 @@ def _render_body(kernel: Kernel) -> list:
         return _render_columns(kernel, parallel), parallel
     loop = "prange" if parallel else "range"
     lines = [f"    for o in {loop}({kernel.outer}):"]
-    memo = {}
+    memo, costly = {}, {}
     hoisted_names = {}
+    stored = {}  # costly values an earlier level stored per element: later levels read them back
+    out_dtypes = {b.name: b.dtype for b in kernel.outputs}
     body_lines = []
     for level in range(kernel.levels):
         reds = [r for r in kernel.reductions if r.level == level]
@@ -307,22 +369,20 @@ def _render_body(kernel: Kernel) -> list:
         roots = [r.value for r in reds] + [n for s in stores for n in (s.index, s.value)]
         outside, inside, seen_o, seen_i = [], [], set(), set()
         for n in roots:
-            _collect(n, outside, seen_o, memo, False)
-            _collect(n, inside, seen_i, memo, True)
+            _collect(n, outside, seen_o, memo, False, stored)
+            _collect(n, inside, seen_i, memo, True, stored)
         pre = _Body(f"h{level}_", hoisted_names)
         for n in outside:
             pre.expr(n)
         body_lines += pre.lines
-        if _max_lanes_apply(kernel, reds, stores, inside):
-            body_lines += _max_lanes(kernel.inner, level, reds, hoisted_names)
-            for r in reds:
-                body_lines.append(f"rv_{r.name} = acc_{r.name}")
-            continue
         for r in reds:
+            if _keyed(r):
+                body_lines += [f"acc_{r.name} = {_key_of_minus_inf(r)}", f"nan_{r.name} = False"]
+                continue
             body_lines.append(f"acc_{r.name} = {_init(r)}")
             if r.op == "argmax":
                 body_lines.append(f"arg_{r.name} = 0")
-        inner = _Body(f"t{level}_", dict(hoisted_names))
+        inner = _Body(f"t{level}_", dict(hoisted_names), stored)
         for n in inside:
             inner.expr(n)
         stmts = []
@@ -330,6 +390,11 @@ def _render_body(kernel: Kernel) -> list:
             v = inner.expr(r.value)
             if r.op == "sum":
                 stmts.append(f"acc_{r.name} = _sum_step(acc_{r.name}, {v})")
+            elif _keyed(r):
+                bits = _key_bits(r)
+                stmts += [f"key_{r.name} = _max_key{bits}({v})",
+                          f"acc_{r.name} = key_{r.name} if key_{r.name} > acc_{r.name} else acc_{r.name}",
+                          f"nan_{r.name} = nan_{r.name} | ({v} != {v})"]
             elif r.op == "max":
                 stmts.append(f"acc_{r.name} = {_max_step(f'acc_{r.name}', v)}")
             else:  # the first maximum, or the first NaN, as numpy's argmax
@@ -343,8 +408,16 @@ def _render_body(kernel: Kernel) -> list:
             body_lines += [f"    {x}" for x in inner.lines + stmts]
         else:
             body_lines += inner.lines + stmts
+        for s in stores:
+            if (not s.accumulate and uses_inner_index(s.index, memo) and _costly(s.value, costly)
+                    and out_dtypes[s.buffer] == s.value.dtype):
+                stored.setdefault(s.value, (s.buffer, s.index))
         for r in reds:
-            body_lines.append(f"rv_{r.name} = {'arg_' if r.op == 'argmax' else 'acc_'}{r.name}")
+            if _keyed(r):
+                body_lines += [f"rv_{r.name} = _from_key{_key_bits(r)}(acc_{r.name})",
+                               f"if nan_{r.name}:", f"    rv_{r.name} = {_NP_TYPE[r.dtype]}(np.nan)"]
+            else:
+                body_lines.append(f"rv_{r.name} = {'arg_' if r.op == 'argmax' else 'acc_'}{r.name}")
     row = _Body("w_", dict(hoisted_names))
     row_stmts = []
     for s in kernel.stores:
@@ -355,43 +428,8 @@ def _render_body(kernel: Kernel) -> list:
     return lines, parallel
 
 
-MAX_LANES = 8  # independent running maxima of an unrolled max-only reduction loop
-# Rows at least this long get the lanes. Measured on the GPT block: the cross-entropy
-# kernel's 2048-long rows 5.2 -> 3.9 ms; the softmax kernel's masked 128-long rows got
-# slower (3.0 -> 3.6 ms).
-MAX_LANES_MIN_INNER = 512
-
-
-def _max_lanes_apply(kernel, reds, stores, inside):
-    return (reds and not stores and inside and kernel.inner >= MAX_LANES_MIN_INNER
-            and all(r.op == "max" for r in reds))
-
-
-def _max_lanes(inner, level, reds, hoisted_names):
-    """A max-only reduction level as MAX_LANES interleaved running maxima, merged at the
-    end. LLVM will not vectorise a NaN-propagating max (no fast-math here), so one
-    running max is a chain of dependent compares; independent lanes overlap them. The
-    result is the same maximum (NaN if any element is NaN)."""
-    main = inner - inner % MAX_LANES
-    lines = [f"acc_{r.name}_{j} = {_init(r)}" for r in reds for j in range(MAX_LANES)]
-    lines.append(f"for r0 in range(0, {main}, {MAX_LANES}):")
-    for j in range(MAX_LANES):
-        lane = _Body(f"t{level}_{j}_", dict(hoisted_names), {"r": f"(r0 + {j})"})
-        steps = [f"acc_{r.name}_{j} = {_max_step(f'acc_{r.name}_{j}', lane.expr(r.value))}" for r in reds]
-        lines += [f"    {x}" for x in lane.lines + steps]
-    if main < inner:
-        tail = _Body(f"t{level}_t_", dict(hoisted_names))
-        steps = [f"acc_{r.name}_0 = {_max_step(f'acc_{r.name}_0', tail.expr(r.value))}" for r in reds]
-        lines.append(f"for r in range({main}, {inner}):")
-        lines += [f"    {x}" for x in tail.lines + steps]
-    for r in reds:
-        lines.append(f"acc_{r.name} = acc_{r.name}_0")
-        lines += [f"acc_{r.name} = {_max_step(f'acc_{r.name}', f'acc_{r.name}_{j}')}" for j in range(1, MAX_LANES)]
-    return lines
-
-
 def _canonical(lines, params, reductions):
-    """Rename buffers to a0, a1, ... and reduction accumulators (acc_/rv_/arg_ + name) to
+    """Rename buffers to a0, a1, ... and reduction accumulators (acc_/rv_/... + name) to
     x0, x1, ... (unless also a buffer) so that structurally equal kernels, e.g. the same
     layer at another depth, render identically and compile once."""
     mapping = {p: f"a{i}" for i, p in enumerate(params)}
@@ -400,8 +438,8 @@ def _canonical(lines, params, reductions):
     if not mapping:
         return lines
     names = "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
-    pattern = re.compile(r"\b((?:acc_|rv_|arg_)?)(" + names + r")((?:_\d+)?)\b")  # _j: a max lane
-    return [pattern.sub(lambda m: m.group(1) + mapping[m.group(2)] + m.group(3), x) for x in lines]
+    pattern = re.compile(r"\b((?:acc_|rv_|arg_|key_|nan_)?)(" + names + r")\b")
+    return [pattern.sub(lambda m: m.group(1) + mapping[m.group(2)], x) for x in lines]
 
 
 def _first_use_order(params, lines):

@@ -57,7 +57,7 @@ def _compile_kernels(lowered, backend, arch):
                 "max_registers": max(regs, default=0), "spill_bytes": spills}
     if backend == "cpu":
         from .cpu_backend import CpuBackend
-        CpuBackend().compile(lowered.program, eager=True)
+        CpuBackend().compile(lowered.program)
         return {"codegen_compile": round(time.perf_counter() - t0, 3)}
     return {}
 

@@ -2,16 +2,12 @@
 import numpy as np
 
 from mlbh.codegen import cpu
+from mlbh.codegen.cpu_compile import compile_kernels
 from mlbh.tracer import dtypes
 from mlbh.tracer.errors import MlbhError
 
 from .blas_threads import limit_blas_threads
 from .executable import dot_into
-
-
-def _array_type(dtype):
-    import numba
-    return numba.types.Array(numba.from_dtype(dtypes.to_numpy(dtype)), 1, "C")
 
 
 class CpuBackend:
@@ -21,20 +17,15 @@ class CpuBackend:
     def __init__(self):
         limit_blas_threads()
 
-    def compile(self, program, eager=False):
-        """Load the numba module; eager=True also compiles every kernel now (otherwise numba
-        compiles each on its first call)."""
+    def compile(self, program):
+        """Load the numba module and compile every kernel (on several cores when many are
+        not in numba's cache yet: codegen/cpu_compile.py)."""
         source, names = cpu.render_program(program.kernels)
         module = cpu.load_program(source)
         funcs = {k.name: (getattr(module, names[k.name][0]), names[k.name][1]) for k in program.kernels}
-        if eager:
-            done = set()
-            for k in program.kernels:
-                fn, params = funcs[k.name]
-                signature = tuple(_array_type(program.buffers[p].dtype) for p in params)
-                if (names[k.name][0], signature) not in done:
-                    done.add((names[k.name][0], signature))
-                    fn.compile(signature)
+        jobs = [(fname, tuple(program.buffers[p].dtype for p in params)) for fname, params in names.values()]
+        sizes = {fname: len(getattr(module, fname).py_func.__code__.co_code) for fname, _ in jobs}
+        compile_kernels(module, jobs, sizes)
         return {"source": source, "functions": funcs}
 
     def storage_dtype(self, dtype):

@@ -208,14 +208,32 @@ def test_parallel_kernels_match_reference(monkeypatch):
     assert_same_tree(jit(fn, backend="cpu")(x, b), jit(fn, backend="reference")(x, b), "parallel kernels")
 
 
-def test_long_max_rows_in_lanes_keep_nan_and_the_tail():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_rows_through_integer_keys_keep_nan_inf_and_order(dtype):
     from mlbh.codegen import cpu
-    x = np.random.default_rng(5).standard_normal((5, 1003)).astype(np.float32)
-    x[1, 1002] = np.nan          # in the tail after the unrolled lanes
-    x[2, 3] = np.nan             # in a lane
+    x = np.random.default_rng(5).standard_normal((7, 1003)).astype(dtype)
+    x[1, 1002] = np.nan          # the last element
+    x[2, 3] = -np.nan            # a NaN with its sign bit set (x86's default NaN)
     x[3, :] = -np.inf
-    x[4, 1001] = 50.0            # the maximum in the tail
+    x[4, :] = -np.abs(x[4])      # all negative: the flipped keys must keep their order
+    x[4, 500] = -1e-30
+    x[5, :] = np.inf
+    x[6, :] = -0.0
+    x[6, 9] = 0.0
     f = jit(lambda a: ops.max(a, axis=1), backend="cpu")
     np.testing.assert_array_equal(f(x), np.max(x, axis=1))
-    source = jit(lambda a: ops.max(a, axis=1), backend="cpu").lower(x).program.kernels
-    assert any("r0 + 7" in cpu.render_kernel(k)[1] for k in source), "the 1003-long rows use the lanes"
+    kernels = f.lower(x).program.kernels
+    bits = 32 if dtype == np.float32 else 64
+    assert any(f"_max_key{bits}(" in cpu.render_kernel(k)[1] for k in kernels)
+
+
+def test_later_levels_read_back_a_stored_exp_instead_of_recomputing_it():
+    from mlbh.codegen import cpu
+    x = randn(6, 40)
+    fn = with_loss_grads(lambda x: ops.sum(ops.softmax(x, -1) * x), (x,))
+    f = jit(fn, backend="cpu")
+    assert_same_tree(f(x), jit(fn, backend="reference")(x))
+    sources = [cpu.render_kernel(k)[1] for k in f.lower(x).program.kernels if k.levels == 3]
+    assert sources, "the softmax forward is one three-level kernel"
+    # the sum pass computes and stores exp(x - max); the normalising pass divides the stored values
+    assert all(src.count("_exp32(") == 1 for src in sources), sources
