@@ -38,7 +38,7 @@ Dtypes are mlbh dtype names. Arithmetic on float16/bfloat16 happens in float32
 (`compute_dtype`); loads widen and stores narrow. Reductions accumulate in float32
 (float64 for float64 data).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mlbh.tracer import dtypes
 
@@ -177,3 +177,16 @@ def element_accesses(kernel: Kernel) -> list:
     roots += [n for s in stores for n in (s.value, s.index)]
     loads = [n.args[0] for n in iter_nodes(*roots) if n.op == "load"]
     return loads + [s.index for s in stores]
+
+
+def stores_in_place(kernel: Kernel, aliases: dict) -> Kernel:
+    """The kernel with each store to an output named in `aliases` (output name -> the input
+    Buffer it overwrites in place) made to the input itself. Same memory at run time either way, but
+    a compiler that sees one array read and written at the same element needs no overlap
+    checks between two (LLVM would otherwise give up vectorising the in-place AdamW
+    update), and CUDA's __restrict__ parameters never alias."""
+    if not any(b.name in aliases for b in kernel.outputs):
+        return kernel
+    outputs = [aliases.get(b.name, b) for b in kernel.outputs]
+    stores = [replace(s, buffer=aliases[s.buffer].name) if s.buffer in aliases else s for s in kernel.stores]
+    return replace(kernel, outputs=outputs, stores=stores)

@@ -1,4 +1,4 @@
-"""Sums that pick one element become direct reads.
+"""Sums that pick one element become direct reads; stores that add one element, a fix-up.
 
 Cross-entropy takes the target's log-probability as sum_r where(r == t, logp[r], 0) (the
 differentiable form, whose gradient fuses into an elementwise kernel); its backward has
@@ -9,6 +9,13 @@ independent of r, the sum is exactly
 
 (every other term is +0), so the reduction is dropped and its row value becomes that
 expression: one load instead of a pass. A level left with nothing to do is removed.
+
+The backward of that pick stores select(r == t, c, 0) + v(r) over the row: a compare and
+select per element that on the CPU costs more than the rest of the pass (LLVM vectorises
+it over 64-bit lanes). split_one_hot_stores (the CPU renderer's) stores 0 + v(r) in the
+loop (the same value wherever r != t) and then, once per row, the element at t again
+with select(0 <= t < inner, c, 0) + v(t), at t clamped into the row: exactly the values
+of the original store.
 """
 from dataclasses import replace
 
@@ -59,10 +66,7 @@ def _picked_value(red, inner):
     for index_side, target in (cond.args, cond.args[::-1]):
         if _is_inner_index(index_side) and not uses_inner_index(target, {}) and dtypes.is_int(target.dtype):
             at = Node("to_index", (target,), "int64", (inner,))
-            in_range = Node("and", (Node("le", (Node("const", (), target.dtype, (0,)), target), "bool"),
-                                    Node("lt", (target, Node("const", (), target.dtype, (inner,))), "bool")),
-                            "bool")
-            out = Node("select", (in_range, substitute(picked, "r", at), zero), picked.dtype)
+            out = Node("select", (_in_range(target, inner), substitute(picked, "r", at), zero), picked.dtype)
             if negate:
                 out = Node("neg", (out,), out.dtype)
             return out if out.dtype == red.dtype else Node("convert", (out,), red.dtype)
@@ -74,3 +78,43 @@ def _is_inner_index(node):
     while node.op in ("to_value", "convert") and dtypes.is_int(node.dtype):
         node = node.args[0]
     return node.op == "ivar" and node.attr[0] == "r"
+
+
+def split_one_hot_stores(kernel: Kernel) -> Kernel:
+    extra, stores, memo = [], [], {}
+    for st in kernel.stores:
+        parts = _one_hot_add(st.value) if st.level >= 0 and not st.accumulate else None
+        if parts is None or not uses_inner_index(st.index, memo):
+            stores.append(st)
+            continue
+        target, picked, zero, dense, picked_first = parts
+        at = Node("to_index", (target,), "int64", (kernel.inner,))
+        in_range = _in_range(target, kernel.inner)
+        fix = (Node("select", (in_range, picked, zero), picked.dtype), substitute(dense, "r", at))
+        stores.append(replace(st, value=Node("add", (zero, dense) if picked_first else (dense, zero), st.value.dtype)))
+        extra.append(replace(st, index=substitute(st.index, "r", at), level=-1,
+                             value=Node("add", fix if picked_first else fix[::-1], st.value.dtype)))
+    return replace(kernel, stores=stores + extra) if extra else kernel
+
+
+def _one_hot_add(value):
+    """(t, c, zero, v, select first) when value is select(r == t, c, 0) + v(r) (either
+    order) with t and c independent of r, else None."""
+    if value.op != "add":
+        return None
+    for i in (0, 1):
+        sel, dense = value.args[i], value.args[1 - i]
+        if sel.op != "select" or sel.args[0].op != "eq":
+            continue
+        cond, picked, zero = sel.args
+        if zero.op != "const" or zero.attr[0] != 0 or uses_inner_index(picked, {}):
+            continue
+        for index_side, target in (cond.args, cond.args[::-1]):
+            if _is_inner_index(index_side) and not uses_inner_index(target, {}) and dtypes.is_int(target.dtype):
+                return target, picked, zero, dense, i == 0
+    return None
+
+
+def _in_range(target, inner):
+    return Node("and", (Node("le", (Node("const", (), target.dtype, (0,)), target), "bool"),
+                        Node("lt", (target, Node("const", (), target.dtype, (inner,))), "bool")), "bool")

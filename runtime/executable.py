@@ -3,12 +3,13 @@ codegen.memory), the launch list runs in order, and donated inputs may be overwr
 place by outputs of the same shape and dtype (parameters, optimizer state)."""
 import time
 import weakref
+from dataclasses import replace
 
 import numpy as np
 
 from mlbh.codegen.fusion import DotCall
 from mlbh.codegen.indexing import ivar
-from mlbh.codegen.kernel_ir import Kernel, iter_nodes
+from mlbh.codegen.kernel_ir import Kernel, iter_nodes, stores_in_place
 from mlbh.codegen.memory import plan_memory, step_reads
 from mlbh.tracer import dtypes
 from mlbh.tracer.errors import MlbhError
@@ -74,13 +75,16 @@ class Executable:
         self.backend = backend
         self.name = name
         self.memory = plan_memory(program)
+        self.aliases = self._donation_aliases(set(donate))
+        in_place = {out: program.buffers[name] for out, name in self.aliases.items()}
+        self.program = program = replace(program, steps=[
+            stores_in_place(s, in_place) if isinstance(s, Kernel) else s for s in program.steps])
         self.compiled = backend.compile(program)
         self.arena = backend.xp.empty(max(self.memory.peak, 1), dtype=np.uint8)
         self.views = {n: self._view(n, off) for n, off in self.memory.offsets.items()}
         self.constants = {n: backend.to_device(np.ascontiguousarray(v).reshape(-1).view(backend.storage_dtype(
                               dtypes.name_of(v.dtype))))
                           for n, v in program.constants.items()}
-        self.aliases = self._donation_aliases(set(donate))
 
     def _view(self, name, offset):
         buf = self.program.buffers[name]

@@ -120,6 +120,18 @@ def test_donated_parameters_are_updated_in_place(donating_sgd):
     np.testing.assert_allclose(newer["a"], want["a"] - np.float32(0.1) * grads["a"], rtol=1e-6, atol=1e-7)
 
 
+def test_kernels_store_a_donated_output_into_the_input_itself(donating_sgd):
+    params = {"a": randn(4, 3), "b": randn(5, seed=1)}
+    grads = {"a": randn(4, 3, seed=2), "b": randn(5, seed=3)}
+    donating_sgd(params, grads)
+    (_, executable), = donating_sgd.cache.values()
+    program = executable.program
+    donated = {program.inputs[i] for i in range(2)}  # the two params leaves, donated
+    assert set(executable.aliases.values()) == donated
+    stored = {s.buffer for k in program.kernels for s in k.stores}
+    assert stored == donated, "each update is one array read and written at the same element"
+
+
 def test_reusing_a_donated_array_raises(donating_sgd):
     params = {"a": randn(4, 3), "b": randn(5, seed=1)}
     grads = {"a": randn(4, 3, seed=2), "b": randn(5, seed=3)}

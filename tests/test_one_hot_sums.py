@@ -37,3 +37,24 @@ def test_a_sum_with_an_r_dependent_mask_stays_a_reduction():
         return ops.sum(ops.where(keep, a, 0.0), axis=1)
 
     np.testing.assert_array_equal(jit(masked_sum, backend="cpu")(x), [1.0, 9.0, 17.0])
+
+
+def test_one_hot_stores_split_into_a_dense_pass_and_a_per_row_fix_with_the_same_values():
+    """Cross-entropy's backward stores select(r == t, c, 0) + v(r): the CPU renderer stores
+    0 + v(r) in the loop and rewrites the target's element once per row. Targets cover the
+    first and last column and an ignored row (-100: no element is picked)."""
+    from mlbh.codegen import cpu
+    from mlbh.codegen.cpu_loops import with_loops_split
+    from mlbh.codegen.one_hot_sums import split_one_hot_stores
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((5, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 37)).astype(np.float32)
+    targets = np.array([0, 36, -100, 7, 7], np.int32)
+    fn = T.value_and_grad(lambda w, h, t: ops.cross_entropy(h @ w, t), argnums=(0, 1))
+    assert_same_tree(jit(fn, backend="cpu")(w, h, targets), jit(fn, backend="reference")(w, h, targets))
+    kernels = [with_loops_split(k) for k in jit(fn, backend="cpu").lower(w, h, targets).program.kernels]
+    split = [k for k in kernels if split_one_hot_stores(k) is not k]
+    assert split, "the gradient's one-hot store is split"
+    assert all(any(s.level == -1 for s in split_one_hot_stores(k).stores) for k in split)
+    last_loops = [cpu.render_kernel(k)[1].split("for r in range")[-1] for k in split]
+    assert all(" == " not in loop.split("\n        w_")[0] for loop in last_loops), last_loops
