@@ -63,9 +63,9 @@ def torch_block_loss(torch, p, x, targets, heads):
     return f.cross_entropy(logits.reshape(b * t, -1), targets.reshape(-1).long())
 
 
-def bench_torch(params, x, targets, heads, repeats, threads):
+def torch_step(params, x, targets, heads):
+    """A closure running the block forward+backward in torch eager, and its loss and grads."""
     import torch
-    torch.set_num_threads(threads)
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     tx = torch.tensor(x, requires_grad=True)
     tt = torch.tensor(targets)
@@ -78,8 +78,17 @@ def bench_torch(params, x, targets, heads, repeats, threads):
         return loss
 
     loss = float(step().detach())
-    grads = ({k: t.grad.numpy() for k, t in tp.items()}, tx.grad.numpy())
-    return median_ms(step, repeats), loss, grads
+    return step, loss, ({k: t.grad.numpy() for k, t in tp.items()}, tx.grad.numpy())
+
+
+def interleaved_medians(runners, rounds, repeats):
+    """name -> [median ms of each round]: every round times each runner in turn, so a slow
+    spell of a shared machine weighs on all of them alike."""
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, (fn, n) in runners.items():
+            times[name].append(median_ms(fn, n, warmup=1))
+    return times
 
 
 def max_rel_diff(a, b):
@@ -106,8 +115,9 @@ def main():
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=2048)
-    ap.add_argument("--repeats", type=int, default=20, help="timed steps per backend (median)")
-    ap.add_argument("--reference-repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all backends")
+    ap.add_argument("--repeats", type=int, default=10, help="timed steps per backend and round (median)")
+    ap.add_argument("--reference-repeats", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="print every launch-list step's time")
     a = ap.parse_args()
     cfg = BlockConfig(a.batch, a.seq, a.width, a.heads, a.vocab)
@@ -123,29 +133,39 @@ def main():
     first_call = time.perf_counter() - start
     print(f"  OpenBLAS threads {limit_blas_threads() or 'default'} (MLBH_BLAS_THREADS), for jit and reference alike")
     lowered, _ = next(iter(step.cache.values()))
-    jit_ms = median_ms(lambda: step(params, x, targets), a.repeats)
     summary = lowered.summary()
     if a.profile:
         print_profile(step, lambda: step(params, x, targets), a.repeats)
-
     graph = lowered.traced
     ref_out = T.evaluate(graph, params, x, targets)
-    ref_ms = median_ms(lambda: T.evaluate(graph, params, x, targets), a.reference_repeats, warmup=0)
-
-    print(f"  jit cpu        {jit_ms:9.2f} ms/step   (first call {first_call:.2f} s: trace+fuse+compile+run)")
-    print(f"  reference      {ref_ms:9.2f} ms/step   reference/jit = {ref_ms / jit_ms:.1f}x   "
-          f"(max rel diff vs jit {max_rel_diff((loss, grads), ref_out):.1e})")
+    runners = {"jit": (lambda: step(params, x, targets), a.repeats),
+               "reference": (lambda: T.evaluate(graph, params, x, targets), a.reference_repeats)}
+    torch_checks = {}
     try:
         import torch
     except ImportError:
-        print("  torch eager    (torch not importable)")
+        torch = None
     else:
         # torch's OpenMP workers spin; on a busy small machine one thread can beat all of them
+        run, torch_loss, torch_grads = torch_step(params, x, targets, cfg.heads)
         for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
-            torch_ms, torch_loss, torch_grads = bench_torch(params, x, targets, cfg.heads, a.repeats, threads)
-            print(f"  torch eager    {torch_ms:9.2f} ms/step   torch/jit = {torch_ms / jit_ms:.2f}x   "
-                  f"({threads} thread{'s' if threads > 1 else ''}; loss {torch_loss:.6f} vs jit "
-                  f"{float(loss):.6f}, max rel grad diff {max_rel_diff(torch_grads, grads):.1e})")
+            runners[f"torch {threads}"] = (lambda n=threads: (torch.set_num_threads(n), run()), a.repeats)
+            torch_checks[f"torch {threads}"] = threads
+    times = interleaved_medians(runners, a.rounds, a.repeats)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    jit_ms = med["jit"]
+    ratios = [r / j for r, j in zip(times["reference"], times["jit"])]
+    print(f"  {a.rounds} interleaved rounds (median of per-round medians; each round times every backend in turn)")
+    print(f"  jit cpu        {jit_ms:9.2f} ms/step   (first call {first_call:.2f} s: trace+fuse+compile+run)")
+    print(f"  reference      {med['reference']:9.2f} ms/step   reference/jit = {med['reference'] / jit_ms:.1f}x   "
+          f"(per round {min(ratios):.1f}x-{max(ratios):.1f}x; max rel diff vs jit "
+          f"{max_rel_diff((loss, grads), ref_out):.1e})")
+    if torch is None:
+        print("  torch eager    (torch not importable)")
+    for name, threads in torch_checks.items():
+        print(f"  torch eager    {med[name]:9.2f} ms/step   torch/jit = {med[name] / jit_ms:.2f}x   "
+              f"({threads} thread{'s' if threads > 1 else ''}; loss {torch_loss:.6f} vs jit "
+              f"{float(loss):.6f}, max rel grad diff {max_rel_diff(torch_grads, grads):.1e})")
     print(f"  kernels {summary['kernels']}, library calls {summary['library_calls']}; "
           f"{lowered.memory.summary()}")
 

@@ -27,23 +27,17 @@ CONFIGS = {
 OPT = AdamWConfig(lr=6e-4, min_lr=6e-5, warmup_steps=0, max_steps=10_000, weight_decay=0.1, grad_clip=1.0)
 
 
-def bench_mlbh(config, batch, seq, steps, data, profile=False):
-    t0 = time.perf_counter()
+def mlbh_contender(config, data):
+    """(step(i) -> loss, info): mlbh's compiled train step on batch i."""
     runner = StepRunner(GPT2(config), OPT, "cpu")
     params = GPT2(config).init_params(0)
     state = {"params": params, "m": runner.zeros_like(params), "v": runner.zeros_like(params), "step": 0}
-    times, losses = [], []
-    for i in range(steps + 1):
-        s = time.perf_counter()
-        losses.append(runner.step(state, [data(i)])["loss"])
-        times.append(time.perf_counter() - s)
-        if i == 0:
-            first = time.perf_counter() - t0
-    if profile:
-        print_profile(runner, state, data, steps)
-    exe = list(runner.micro.cache.values())[0][0]
-    return {"first": first, "ms": 1e3 * statistics.median(times[1:]), "losses": losses,
-            "kernels": len(exe.program.kernels), "gemms": len(exe.program.steps) - len(exe.program.kernels)}
+
+    def step(i):
+        return runner.step(state, [data(i)])["loss"]
+
+    exe = lambda: list(runner.micro.cache.values())[0][0]  # noqa: E731  (after the first step)
+    return step, {"runner": runner, "state": state, "program": exe}
 
 
 def print_profile(runner, state, data, steps, top=25):
@@ -97,7 +91,8 @@ def torch_gpt2(config, params):
     return Model()
 
 
-def bench_torch(config, steps, data, compiled):
+def torch_contender(config, data, compiled):
+    """(step(i) -> loss, info): the same model and optimizer in PyTorch (eager or compiled)."""
     import torch
     model = torch_gpt2(config, GPT2(config).init_params(0))
     decay = [p for n, p in model.p.items() if p.dim() >= 2]
@@ -105,24 +100,46 @@ def bench_torch(config, steps, data, compiled):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": OPT.weight_decay}, {"params": rest, "weight_decay": 0.0}],
                             lr=OPT.lr, betas=(OPT.beta1, OPT.beta2), eps=OPT.eps)
     fn = torch.compile(model) if compiled else model
-    times, losses = [], []
-    for i in range(steps + 1):
+
+    def step(i):
         tokens, targets = (torch.tensor(a, dtype=torch.long) for a in data(i))
-        s = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = fn(tokens, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), OPT.grad_clip)
         opt.step()
-        times.append(time.perf_counter() - s)
-        losses.append(loss.item())
-    return {"first": times[0], "ms": 1e3 * statistics.median(times[1:]), "losses": losses}
+        return loss.item()
+
+    return step, {}
+
+
+def race(contenders, steps, rounds):
+    """Run every contender's first step, then `rounds` rounds in which each contender in
+    turn takes its next steps // rounds steps (the same batches for all), so that a slow
+    spell of a shared machine weighs on all of them alike. name -> first-step seconds,
+    median ms/step, losses."""
+    results = {}
+    for name, (step, _) in contenders.items():
+        start = time.perf_counter()
+        results[name] = {"losses": [step(0)], "times": []}
+        results[name]["first"] = time.perf_counter() - start
+    per_round = max(1, steps // rounds)
+    for r in range(rounds):
+        for name, (step, _) in contenders.items():
+            for i in range(1 + r * per_round, 1 + (r + 1) * per_round):
+                start = time.perf_counter()
+                results[name]["losses"].append(step(i))
+                results[name]["times"].append(time.perf_counter() - start)
+    for r in results.values():
+        r["ms"] = 1e3 * statistics.median(r["times"])
+    return results
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="anchor,tiny")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per contender (after the first)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds the timed steps are split into")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first step takes ~20 s)")
     ap.add_argument("--no-torch", action="store_true", help="time mlbh only")
     ap.add_argument("--profile", action="store_true", help="also time every kernel and GEMM of mlbh's step")
@@ -139,18 +156,26 @@ def main():
     for name in args.configs.split(","):
         config, batch, seq = CONFIGS[name]
         rng = np.random.default_rng(0)
-        batches = [rng.integers(0, config.vocab_size, (batch, seq + 1)).astype(np.int32) for _ in range(args.steps + 1)]
+        batches = [rng.integers(0, config.vocab_size, (batch, seq + 1)).astype(np.int32)
+                   for _ in range(args.steps + args.rounds + 1)]
 
         def data(i):
             return batches[i][:, :-1], batches[i][:, 1:]
 
         print(f"\n== {name}: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, vocab "
-              f"{config.vocab_size}, batch {batch} x {seq}, float32, {args.steps} timed steps")
-        results = {"mlbh": bench_mlbh(config, batch, seq, args.steps, data, args.profile)}
+              f"{config.vocab_size}, batch {batch} x {seq}, float32, {args.steps} timed steps in "
+              f"{args.rounds} interleaved rounds")
+        contenders = {"mlbh": mlbh_contender(config, data)}
         if torch is not None and not args.no_torch:
-            results["torch eager"] = bench_torch(config, args.steps, data, False)
+            contenders["torch eager"] = torch_contender(config, data, False)
             if not args.no_compile:
-                results["torch.compile"] = bench_torch(config, args.steps, data, True)
+                contenders["torch.compile"] = torch_contender(config, data, True)
+        results = race(contenders, args.steps, args.rounds)
+        info = contenders["mlbh"][1]
+        program = info["program"]().program
+        results["mlbh"].update(kernels=len(program.kernels), gemms=len(program.steps) - len(program.kernels))
+        if args.profile:
+            print_profile(info["runner"], info["state"], data, args.steps)
         m = results["mlbh"]
         print(f"   mlbh: {m['kernels']} kernels + {m['gemms']} GEMMs per micro-step")
         for label, r in results.items():
