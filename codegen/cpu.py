@@ -473,9 +473,11 @@ def render_kernel(kernel: Kernel):
     return name, source, params
 
 
-def render_program(kernels):
+def render_program(kernels, headers=True):
     """Module source and kernel name -> (function name, buffer names in argument order);
-    each distinct kernel appears once, headed by the graph eqns of every kernel it serves."""
+    each distinct kernel appears once, headed (headers=True) by the graph eqns of every
+    kernel it serves. Without headers the source depends on the kernels' code alone, not
+    on where the user's files are, so it stays one cached module across working dirs."""
     functions, served = {}, {}
     names = {}
     for k in kernels:
@@ -487,10 +489,10 @@ def render_program(kernels):
     for fname, source in functions.items():
         ks = served[fname]
         header = [f"# {k.name}: " + "; ".join(k.sources[:6]) + (" ..." if len(k.sources) > 6 else "")
-                  for k in ks[:8]]
-        if len(ks) > 8:
+                  for k in ks[:8]] if headers else []
+        if headers and len(ks) > 8:
             header.append(f"# ... and {len(ks) - 8} more kernels of the same shape")
-        parts.append("\n".join(header) + "\n" + source)
+        parts.append("\n".join(header + [source]))
     return PRELUDE + "\n\n" + "\n\n".join(parts), names
 
 

@@ -20,7 +20,7 @@ class CpuBackend:
     def compile(self, program):
         """Load the numba module and compile every kernel (on several cores when many are
         not in numba's cache yet: codegen/cpu_compile.py)."""
-        source, names = cpu.render_program(program.kernels)
+        source, names = cpu.render_program(program.kernels, headers=False)
         module = cpu.load_program(source)
         funcs = {k.name: (getattr(module, names[k.name][0]), names[k.name][1]) for k in program.kernels}
         jobs = [(fname, tuple(program.buffers[p].dtype for p in params)) for fname, params in names.values()]

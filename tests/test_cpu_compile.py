@@ -77,3 +77,19 @@ def test_a_failing_worker_only_costs_time(tmp_path, monkeypatch):
     out = jit(vg, backend="cpu")(params, x, targets)
     assert_same_tree(out, jit(vg, backend="reference")(params, x, targets))
     assert np.isfinite(out[0])
+
+
+def test_the_cached_module_does_not_depend_on_where_the_users_files_are():
+    """The header comments name the user's source lines relative to the working directory;
+    the module the CPU backend caches leaves them out, so another cwd reuses it."""
+    from dataclasses import replace
+
+    from mlbh.codegen import cpu
+    cfg = BlockConfig()
+    params, (x, targets) = init_params(cfg), init_batch(cfg)
+    vg = T.value_and_grad(lambda p, x, t: block_loss(p, x, t, cfg.heads), argnums=(0, 1))
+    kernels = jit(vg, backend="cpu").lower(params, x, targets).program.kernels
+    moved = [replace(k, sources=[s.replace("gpt_block.py", "elsewhere/gpt_block.py") for s in k.sources])
+             for k in kernels]
+    assert cpu.render_program(kernels)[0] != cpu.render_program(moved)[0]
+    assert cpu.render_program(kernels, headers=False)[0] == cpu.render_program(moved, headers=False)[0]
