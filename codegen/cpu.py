@@ -274,17 +274,6 @@ def _collect(node, out, seen, memo, want_r, leaves):
         out.append(node)
 
 
-_COSTLY_OPS = {"exp", "tanh", "log", "sqrt", "rsqrt", "pow", "erf", "div"}
-
-
-def _costly(node, memo):
-    """Whether a value computes a transcendental or a division: cheaper to load once stored
-    (the row is still in cache) than to compute again."""
-    if node not in memo:
-        memo[node] = node.op in _COSTLY_OPS or any(_costly(a, memo) for a in node.args)
-    return memo[node]
-
-
 def _max_step(acc, value):
     """The next running maximum; a NaN sticks once seen, as numpy's max propagates it
     (Python's max(acc, nan) would drop it)."""
@@ -364,7 +353,7 @@ def _render_body(kernel: Kernel) -> list:
     if loops.is_column_kernel(kernel):
         parallel = parallel and kernel.outer > loops.COLUMN_CHUNK
         return _render_columns(kernel, parallel), parallel
-    kernel = split_one_hot_stores(kernel)
+    kernel = loops.stash_costly_values(split_one_hot_stores(kernel))
     loop = "prange" if parallel else "range"
     lines = [f"    for o in {loop}({kernel.outer}):"]
     memo, costly = {}, {}
@@ -417,8 +406,10 @@ def _render_body(kernel: Kernel) -> list:
             body_lines += [f"    {x}" for x in inner.lines + stmts]
         else:
             body_lines += inner.lines + stmts
+        for s in stores:  # a buffer written again holds another value from here on
+            stored = {n: at for n, at in stored.items() if at[0] != s.buffer}
         for s in stores:
-            if (not s.accumulate and uses_inner_index(s.index, memo) and _costly(s.value, costly)
+            if (not s.accumulate and uses_inner_index(s.index, memo) and loops.is_costly(s.value, costly)
                     and out_dtypes[s.buffer] == s.value.dtype):
                 stored.setdefault(s.value, (s.buffer, s.index))
         for r in reds:

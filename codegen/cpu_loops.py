@@ -6,11 +6,15 @@ for the numba renderer (cpu.py) alone, where one thread walks the loops in order
   rows of its trailing dims so that this math leaves the inner loop.
 * A reduction over leading axes (a bias gradient) has the reduced index r as the slow
   one in memory: is_column_kernel spots it, and cpu.py renders it with the loops swapped.
+* A costly value (an exp...) that two levels compute, where the later one stores an output
+  element by element: stash_costly_values has the earlier level store the value into that
+  output already, and cpu.py has the later level read it back before overwriting it
+  (cross-entropy's backward pass reuses its forward pass's exps instead of recomputing).
 """
 from dataclasses import replace
 
 from .affine import IndexSimplifier, substitute
-from .kernel_ir import Kernel, Node, element_accesses
+from .kernel_ir import Kernel, Node, element_accesses, iter_nodes, uses_inner_index
 
 COLUMN_CHUNK = 128  # columns one task of a column kernel sweeps (contiguous in memory)
 
@@ -96,3 +100,44 @@ def _with_index_math_simplified(kernel: Kernel) -> Kernel:
     stores = [replace(st, index=simplify(st.index), value=simplify(st.value)) for st in kernel.stores]
     reductions = [replace(red, value=simplify(red.value)) for red in kernel.reductions]
     return replace(kernel, stores=stores, reductions=reductions)
+
+
+COSTLY_OPS = frozenset({"exp", "tanh", "log", "sqrt", "rsqrt", "pow", "erf", "div"})
+
+
+def is_costly(node: Node, memo: dict) -> bool:
+    """Whether a value computes a transcendental or a division somewhere in it."""
+    if node not in memo:
+        memo[node] = node.op in COSTLY_OPS or any(is_costly(a, memo) for a in node.args)
+    return memo[node]
+
+
+def stash_costly_values(kernel: Kernel) -> Kernel:
+    read = {b.name for b in kernel.inputs}
+    dtypes = {b.name: b.dtype for b in kernel.outputs}
+    by_r, costly = {}, {}
+
+    def level_nodes(level):
+        roots = [r.value for r in kernel.reductions if r.level == level]
+        roots += [n for st in kernel.stores if st.level == level for n in (st.index, st.value)]
+        return set(iter_nodes(*roots))
+
+    nodes = [level_nodes(level) for level in range(kernel.levels)]
+    store_count = {}  # in the loops (row stores, level -1, come after every loop)
+    for st in kernel.stores:
+        if st.level >= 0:
+            store_count[st.buffer] = store_count.get(st.buffer, 0) + 1
+    extra = []
+    for st in kernel.stores:
+        if (st.level < 1 or st.accumulate or st.buffer in read or store_count[st.buffer] != 1
+                or not uses_inner_index(st.index, by_r)):
+            continue
+        later = {n for n in iter_nodes(st.value) if uses_inner_index(n, by_r) and is_costly(n, costly)
+                 and n.dtype == dtypes[st.buffer]}
+        for level in range(st.level):
+            common = later & nodes[level]
+            if common:
+                value = max(common, key=lambda n: sum(1 for _ in iter_nodes(n)))
+                extra.append(replace(st, value=value, level=level))
+                break
+    return replace(kernel, stores=extra + list(kernel.stores)) if extra else kernel

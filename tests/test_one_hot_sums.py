@@ -58,3 +58,21 @@ def test_one_hot_stores_split_into_a_dense_pass_and_a_per_row_fix_with_the_same_
     assert all(any(s.level == -1 for s in split_one_hot_stores(k).stores) for k in split)
     last_loops = [cpu.render_kernel(k)[1].split("for r in range")[-1] for k in split]
     assert all(" == " not in loop.split("\n        w_")[0] for loop in last_loops), last_loops
+
+
+def test_the_backward_pass_reads_back_the_forward_pass_exps_from_its_output():
+    """Cross-entropy forward and backward in one kernel: the sum pass computes exp(z - max)
+    and stashes it in the gradient's buffer; the gradient pass reads it back and overwrites
+    it, so the loops compute exp once per element (the per-row fix-up computes one more)."""
+    from mlbh.codegen import cpu
+    rng = np.random.default_rng(4)
+    h = rng.standard_normal((5, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 37)).astype(np.float32)
+    targets = np.array([0, 36, -100, 7, 7], np.int32)
+    fn = T.value_and_grad(lambda w, h, t: ops.cross_entropy(h @ w, t, reduction="sum"), argnums=(0, 1))
+    assert_same_tree(jit(fn, backend="cpu")(w, h, targets), jit(fn, backend="reference")(w, h, targets))
+    fused = [k for k in jit(fn, backend="cpu").lower(w, h, targets).program.kernels if k.levels == 3]
+    assert len(fused) == 1
+    lines = cpu.render_kernel(fused[0])[1].splitlines()
+    in_loops = [x for x in lines if "_exp32(" in x and not x.strip().startswith("w_")]
+    assert len(in_loops) == 1, in_loops
