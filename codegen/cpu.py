@@ -12,7 +12,6 @@ index math simplified) is decided in cpu_loops.py.
 import hashlib
 import importlib.util
 import os
-import re
 import sys
 
 import numba
@@ -21,6 +20,7 @@ import numpy as np
 from mlbh.tracer import dtypes
 
 from . import cpu_loops as loops
+from .identifiers import by_first_use, rename
 from .kernel_ir import Kernel, Node, compute_dtype, uses_inner_index
 from .one_hot_sums import split_one_hot_stores
 
@@ -435,26 +435,14 @@ def _canonical(lines, params, reductions):
     mapping = {p: f"a{i}" for i, p in enumerate(params)}
     for i, name in enumerate(dict.fromkeys(reductions)):
         mapping.setdefault(name, f"x{i}")
-    if not mapping:
-        return lines
-    names = "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
-    pattern = re.compile(r"\b((?:acc_|rv_|arg_|key_|nan_)?)(" + names + r")\b")
-    return [pattern.sub(lambda m: m.group(1) + mapping[m.group(2)], x) for x in lines]
-
-
-def _first_use_order(params, lines):
-    """params sorted by where the body first names them (argument order by role, not by
-    graph position, so that one layer's kernel equals another's)."""
-    text = "\n".join(lines)
-    first = {p: (m.start() if (m := re.search(rf"\b{re.escape(p)}\b", text)) else len(text)) for p in params}
-    return sorted(params, key=lambda p: first[p])
+    return [rename(x, mapping, ("acc_", "rv_", "arg_", "key_", "nan_")) for x in lines]
 
 
 def render_kernel(kernel: Kernel):
     """(function name, source, buffer names in argument order) of a kernel; structurally
     equal kernels get equal names and sources."""
     body, parallel = _render_body(kernel)
-    params = _first_use_order(kernel_params(kernel), body)
+    params = by_first_use(kernel_params(kernel), "\n".join(body))
     body = _canonical(body, params, [r.name for r in kernel.reductions])
     signature = ", ".join(f"a{i}" for i in range(len(params)))
     text = "\n".join(body)

@@ -8,6 +8,10 @@
                                       shared_mem=kc.shared_bytes)
 
 Every kernel's source also compiles standalone with `nvcc -cubin -arch=sm_80 file.cu`.
+Kernels that differ only in their buffers (the same layer at another depth) render to one
+function: parameters are ordered by first use in the body and renamed p0, p1, ...,
+reductions x0, x1, ..., and the function is named k_<hash of its text>, so a module
+holds it once (headed by the comments of every kernel it serves) and NVRTC compiles it once.
 compile_program compiles a program's kernels as a few modules (one per core), in parallel:
 NVRTC's fixed cost (headers, startup) is most of a small kernel's compile, so a module per
 kernel would be several times slower, and one module for all would use one core.
@@ -18,6 +22,7 @@ cuda_rows (row and col loops, block-wide reductions), cuda_expr (nodes -> statem
 and hoisting), cuda_types (dtypes, conversions, literals), cuda_prelude (device helpers),
 cuda_header (the comment stating what a kernel computes).
 """
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +33,7 @@ from .cuda_header import header_comment
 from .cuda_kernel import KernelWriter, identifier, parameters
 from .cuda_launch import launch_shape
 from .cuda_prelude import prelude
+from .identifiers import first_uses, rename
 from .cuda_rows import row_loops
 from .kernel_ir import Kernel
 from .nvrtc import NvrtcCompileError
@@ -35,37 +41,71 @@ from .nvrtc import NvrtcCompileError
 
 @dataclass
 class CudaKernel:
-    name: str            # the extern "C" symbol
+    name: str            # the extern "C" symbol: k_<hash of the function>, shared by equal kernels
     source: str          # a complete translation unit
-    params: list         # buffer names, in pointer-argument order (inputs, then outputs)
+    params: list         # this kernel's buffer names, in pointer-argument order
     grid: int
     block: int
     shared_bytes: int    # dynamic shared memory to launch with (reductions use static shared)
     mapping: str = ""    # "flat" | "row" | "col" (cuda_launch)
     text: str = ""       # the source past the common prelude: header comment and kernel
+    kernel: str = ""     # the Kernel's own name (k12_softmax)
+    header: str = ""     # the comment stating what this kernel computes
+    function: str = ""   # the function alone
 
 
 def render_kernel(kernel: Kernel) -> CudaKernel:
     shape = launch_shape(kernel)
     writer = KernelWriter(kernel, shape)
     root = Scope(indent="    ")  # the kernel body: values that depend on no loop index land here
-    body = writer.flat_loop(root) if shape.mapping == "flat" else row_loops(writer, root)
-    function = "\n".join([writer.signature() + " {"] + root.lines + body + ["}"])
-    name = identifier(kernel.name)
-    text = header_comment(kernel, shape) + "\n" + function + "\n"
-    source = f"// mlbh generated CUDA kernel {name}; what it computes is stated above it.\n{prelude()}\n{text}"
-    return CudaKernel(name, source, [b.name for b, _ in parameters(kernel)], shape.grid, shape.block, 0,
-                      shape.mapping, text)
+    body = root.lines + (writer.flat_loop(root) if shape.mapping == "flat" else row_loops(writer, root))
+    order = _first_use_order(parameters(kernel), writer.names, body)
+    function = "\n".join([writer.signature(_PLACEHOLDER, order) + " {"] + body + ["}"])
+    function = _canonical(function, [writer.names[b.name] for b, _ in order],
+                          [identifier(r.name) for r in kernel.reductions])
+    name = "k_" + hashlib.sha256(function.encode()).hexdigest()[:16]
+    function = function.replace(_PLACEHOLDER, name)
+    header = header_comment(kernel, shape)
+    text = header + "\n" + function + "\n"
+    source = f"// mlbh generated CUDA kernel {name} ({kernel.name}); what it computes is stated above it.\n" \
+             f"{prelude()}\n{text}"
+    return CudaKernel(name, source, [b.name for b, _ in order], shape.grid, shape.block, 0,
+                      shape.mapping, text, kernel.name, header, function)
+
+
+_PLACEHOLDER = "MLBH_KERNEL_NAME"
+
+
+def _first_use_order(params, names, lines):
+    """[(Buffer, written)] sorted by where the body first names each buffer."""
+    first = first_uses("\n".join(lines))
+    return sorted(params, key=lambda p: first.get(names[p[0].name], float("inf")))
+
+
+def _canonical(function, buffers, reductions):
+    """Buffers renamed p0, p1, ... (argument order) and reductions x0, x1, ... wherever they
+    appear, alone or after the generated prefixes (rv_, acc_, red_, ...)."""
+    mapping = {b: f"p{i}" for i, b in enumerate(buffers)}
+    for i, r in enumerate(dict.fromkeys(reductions)):
+        mapping.setdefault(r, f"x{i}")
+    return rename(function, mapping, ("rv_", "acc_", "arg_", "red_", "redi_"))
 
 
 def module_source(kernels) -> str:
-    """One translation unit with every CudaKernel in `kernels` (names must differ)."""
-    names = [kc.name for kc in kernels]
-    duplicates = sorted(n for n in set(names) if names.count(n) > 1)
-    if duplicates:
-        raise ValueError(f"module_source: duplicate kernel names {duplicates}")
-    head = [f"// mlbh generated CUDA module: {len(kernels)} kernels", prelude()]
-    return "\n".join(head + [kc.text for kc in kernels])
+    """One translation unit with every distinct function of `kernels` once, headed by the
+    comments of the kernels it serves."""
+    functions, headers = {}, {}
+    for kc in kernels:
+        if functions.setdefault(kc.name, kc.function) != kc.function:
+            raise ValueError(f"module_source: two different functions named {kc.name}")
+        headers.setdefault(kc.name, []).append(kc.header)
+    head = [f"// mlbh generated CUDA module: {len(functions)} functions for {len(kernels)} kernels", prelude()]
+    parts = []
+    for name, function in functions.items():
+        served = headers[name]
+        shown = served[:4] + ([f"// ... and {len(served) - 4} more kernels of the same code"] if len(served) > 4 else [])
+        parts.append("\n".join(shown + [function]) + "\n")
+    return "\n".join(head + parts)
 
 
 def render_program(program) -> list:
@@ -90,14 +130,15 @@ def compile_program(program, arch: str = "sm_80", options: tuple = (), separate:
     if not kernels:
         return []
     if separate:
-        return [(kc, _compile(kc.source, arch, options, f"kernel {kc.name}")) for kc in kernels]
+        return [(kc, _compile(kc.source, arch, options, f"kernel {kc.kernel}")) for kc in kernels]
+    distinct = list({kc.name: kc for kc in kernels}.values())
     if modules is None:
-        modules = min(os.cpu_count() or 1, -(-len(kernels) // MIN_KERNELS_PER_MODULE))
-    modules = max(1, min(modules, len(kernels)))
-    groups = [kernels[i::modules] for i in range(modules)]
+        modules = min(os.cpu_count() or 1, -(-len(distinct) // MIN_KERNELS_PER_MODULE))
+    modules = max(1, min(modules, len(distinct)))
+    groups = [distinct[i::modules] for i in range(modules)]
 
     def build(group):
-        return _compile(module_source(group), arch, options, f"{len(group)}-kernel module")
+        return _compile(module_source(group), arch, options, f"{len(group)}-function module")
 
     if len(groups) == 1:
         results = [build(groups[0])]

@@ -71,13 +71,14 @@ class KernelWriter:
         roots = [n for s in k.stores for n in (s.index, s.value)] + [r.value for r in k.reductions]
         return any(symbol in self.renderer.symbols(n) for n in roots)
 
-    def signature(self) -> str:
+    def signature(self, name: str, order=None) -> str:
+        """The function's first line; `order`: [(Buffer, written)], default parameters()."""
         params = []
-        for buf, written in parameters(self.kernel):
+        for buf, written in order or parameters(self.kernel):
             const = "" if written else "const "
             params.append(f"{const}{ct.ctype(buf.dtype)}* __restrict__ {self.names[buf.name]}")
         return (f'extern "C" __global__ void __launch_bounds__({self.shape.block}) '
-                f'{identifier(self.kernel.name)}({", ".join(params)})')
+                f'{name}({", ".join(params)})')
 
     # ------------------------------------------------------------ stores, accumulation
 

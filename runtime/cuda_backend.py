@@ -29,13 +29,14 @@ class CudaBackend:
 
     def compile(self, program):
         pairs = compile_program(program, self.arch)
-        modules, funcs = {}, {}
+        modules, functions = {}, {}
         for kc, result in pairs:
             key = id(result)
             if key not in modules:
                 modules[key] = load_module(result.cubin)
-            funcs[kc.name] = (get_function(modules[key], kc.name), kc)
-        by_kernel = {k.name: funcs[kc.name] for k, (kc, _) in zip(program.kernels, pairs)}
+            if kc.name not in functions:  # kernels of the same code share one function
+                functions[kc.name] = get_function(modules[key], kc.name)
+        by_kernel = {k.name: (functions[kc.name], kc) for k, (kc, _) in zip(program.kernels, pairs)}
         return {"functions": by_kernel, "modules": list(modules.values())}
 
     def storage_dtype(self, dtype):

@@ -41,17 +41,18 @@ def _launcher(kc) -> str:
 
 
 def translation_unit(kernels) -> str:
+    """Each distinct function once (kernels of the same code share one), with its launcher."""
     parts = ['#include "cuda_emulator.h"', _PARAM_TYPE, prelude()]
-    for kc in kernels:
+    for kc in {kc.name: kc for kc in kernels}.values():
         parts += [kc.text, _launcher(kc)]
     return "\n".join(parts)
 
 
 class EmulatedKernels:
-    """Host builds of CudaKernels (names must be distinct), `jobs` compiler processes."""
+    """Host builds of CudaKernels, `jobs` compiler processes."""
 
     def __init__(self, kernels, workdir, jobs=2):
-        self.kernels = list(kernels)
+        self.kernels = list({kc.name: kc for kc in kernels}.values())
         os.makedirs(workdir, exist_ok=True)
         stubs = os.path.join(workdir, "stub_include")
         os.makedirs(stubs, exist_ok=True)

@@ -126,7 +126,7 @@ def test_every_kernel_compiles_to_cubin(suite, arch):
 def test_gpt_block_compile_program_reports_registers_and_no_spills(suite, arch):
     program = suite[0]["gpt_block"].program
     pairs = cuda.compile_program(program, arch, modules=1)
-    assert [kc.name for kc, _ in pairs] == [k.name for k in program.kernels]
+    assert [kc.kernel for kc, _ in pairs] == [k.name for k in program.kernels]
     result = pairs[0][1]
     assert all(r is result for _, r in pairs), "one module: every kernel shares the CubinResult"
     usage = [result.kernels[kc.name] for kc, _ in pairs]
@@ -138,12 +138,13 @@ def test_gpt_block_compile_program_reports_registers_and_no_spills(suite, arch):
 def test_compile_program_splits_kernels_into_parallel_modules(suite):
     program = suite[0]["gpt_block"].program
     pairs = cuda.compile_program(program, "sm_90", modules=3)
-    assert [kc.name for kc, _ in pairs] == [k.name for k in program.kernels]
+    assert [kc.kernel for kc, _ in pairs] == [k.name for k in program.kernels]
     results = {id(r): r for _, r in pairs}
     assert len(results) == 3
     for kc, result in pairs:
         assert kc.name in result.kernels and result.cubin
-    assert sum(len(r.kernels) for r in results.values()) == len(pairs), "each kernel in exactly one module"
+    functions = {kc.name for kc, _ in pairs}
+    assert sum(len(r.kernels) for r in results.values()) == len(functions), "each function in exactly one module"
     again = cuda.compile_program(program, "sm_90", modules=3)
     assert [r.cubin for _, r in again] == [r.cubin for _, r in pairs], "the split is deterministic"
 
@@ -249,6 +250,35 @@ def test_random_graphs_compile_and_match_the_reference(drawn, seed, tmp_path):
         cached_compile_cubin(cuda.module_source(kernels), arch)
     for lc, recipe in zip(cases, drawn):
         assert_close(lc.run(library), lc.reference(), repr(recipe))
+
+
+def _four_equal_layers(p, x):
+    from mlbh.tracer import ops
+    for i in range(4):
+        h = ops.layer_norm(x, p[f"g{i}"], p[f"b{i}"])
+        x = x + ops.tanh(h @ p[f"w{i}"])
+    return ops.sum(ops.softmax(x, -1) * x)
+
+
+@needs_host_cxx
+def test_equal_layers_share_one_function_and_it_computes_both(tmp_path):
+    from mlbh import tracer as T
+    rng = np.random.default_rng(9)
+    p = {k: rng.standard_normal(s).astype(np.float32) for i in range(4)
+         for k, s in ((f"g{i}", (24,)), (f"b{i}", (24,)), (f"w{i}", (24, 24)))}
+    x = rng.standard_normal((6, 24)).astype(np.float32)
+    lc = LoweredCase(0, "four_layers", T.value_and_grad(_four_equal_layers, argnums=(0, 1)), (p, x))
+    names = [kc.name for kc in lc.kernels]
+    assert len(set(names)) < len(names), "the inner layers reuse one another's functions"
+    source = cuda.module_source(lc.kernels)
+    assert source.count("__launch_bounds__") == len(set(names))
+    shared = [kc for kc in lc.kernels if names.count(kc.name) > 1]
+    assert all(kc.params != other.params for kc in shared for other in shared
+               if other.name == kc.name and other is not kc), "each kernel keeps its own buffers"
+    if SUPPORT:
+        cached_compile_cubin(source, "sm_80")
+    library = EmulatedKernels(lc.kernels, str(tmp_path / "emu"))
+    assert_close(lc.run(library), lc.reference(), "four equal layers")
 
 
 # ----------------------------------------------------------------- device helpers on host
