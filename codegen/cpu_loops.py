@@ -113,6 +113,9 @@ def is_costly(node: Node, memo: dict) -> bool:
 
 
 def stash_costly_values(kernel: Kernel) -> Kernel:
+    """The kernel with extra stores: for each loop store of an output (not read by the
+    kernel, stored nowhere else in the loops) whose value contains a costly node that an
+    earlier level also computes, that node stored into the output at the earlier level."""
     read = {b.name for b in kernel.inputs}
     dtypes = {b.name: b.dtype for b in kernel.outputs}
     by_r, costly = {}, {}

@@ -181,10 +181,10 @@ def element_accesses(kernel: Kernel) -> list:
 
 def stores_in_place(kernel: Kernel, aliases: dict) -> Kernel:
     """The kernel with each store to an output named in `aliases` (output name -> the input
-    Buffer it overwrites in place) made to the input itself. Same memory at run time either way, but
-    a compiler that sees one array read and written at the same element needs no overlap
-    checks between two (LLVM would otherwise give up vectorising the in-place AdamW
-    update), and CUDA's __restrict__ parameters never alias."""
+    Buffer it overwrites in place) made to the input itself. The memory is the same at run
+    time either way, but a compiler that sees one array read and written at the same
+    element needs no overlap checks between two (LLVM would otherwise run the in-place
+    AdamW update unvectorised), and CUDA's __restrict__ parameters never alias."""
     if not any(b.name in aliases for b in kernel.outputs):
         return kernel
     outputs = [aliases.get(b.name, b) for b in kernel.outputs]
