@@ -20,6 +20,7 @@ import numpy as np
 from mlbh.tracer import dtypes
 
 from . import cpu_loops as loops
+from .cpu_target import use_wide_vectors
 from .identifiers import by_first_use, rename
 from .kernel_ir import Kernel, Node, compute_dtype, uses_inner_index
 from .one_hot_sums import split_one_hot_stores
@@ -34,6 +35,7 @@ PARALLEL_MIN_WORK = 1 << 22
 # that also run BLAS threads; numba's own workqueue pool has no such stall.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
+use_wide_vectors()
 
 _NP_TYPE = {"float64": "np.float64", "float32": "np.float32", "int64": "np.int64", "int32": "np.int32",
             "uint32": "np.uint32", "uint16": "np.uint16", "bool": "np.bool_"}

@@ -20,6 +20,8 @@ import sys
 
 from mlbh.tracer import dtypes
 
+from .cpu_target import worker_environment
+
 MIN_JOBS_PER_WORKER = 4  # fewer kernels than this per process: a worker's start-up (~0.5 s) is not worth it
 
 
@@ -89,7 +91,8 @@ def compile_kernels(module, jobs, sizes=None):
         shares = _shares(todo, sizes or {}, workers)
         procs = [subprocess.Popen([sys.executable, "-m", "mlbh.codegen.cpu_compile", module.__file__,
                                    module.__name__, json.dumps(share)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                  env=worker_environment(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
                  for share in shares[1:]]
         _compile_jobs(module, shares[0])
         for p in procs:

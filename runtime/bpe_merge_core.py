@@ -23,6 +23,10 @@ of merges and report progress between them.
 import numpy as np
 from numba import njit
 
+from mlbh.codegen.cpu_target import use_wide_vectors
+
+use_wide_vectors()  # before numba compiles anything: it fixes its target machine then
+
 # Columns of the `words` and `pairs` tables.
 W_START, W_LEN, W_COUNT, W_STAMP = range(4)
 P_LEFT, P_RIGHT, P_COUNT, P_HEAD, P_DELTA, P_STAMP = range(6)

@@ -1,9 +1,9 @@
 """Compiling a program's numba kernels in worker processes (codegen/cpu_compile.py)."""
 import os
 import subprocess
+import sys
 
 import numpy as np
-import pytest
 
 from mlbh import tracer as T
 from mlbh.codegen import cpu_compile
@@ -93,3 +93,27 @@ def test_the_cached_module_does_not_depend_on_where_the_users_files_are():
              for k in kernels]
     assert cpu.render_program(kernels)[0] != cpu.render_program(moved)[0]
     assert cpu.render_program(kernels, headers=False)[0] == cpu.render_program(moved, headers=False)[0]
+
+
+def _numba_features_in_fresh_process(env):
+    code = ("import mlbh.codegen.cpu, numba, llvmlite.binding as ll; "
+            "print(numba.config.CPU_FEATURES); print('+avx512f' in ll.get_host_cpu_features().flatten().split(','))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    features, avx512 = out.stdout.split("\n")[:2]
+    return features, avx512 == "True"
+
+
+def test_wide_vectors_where_the_cpu_has_avx512_unless_told_otherwise():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU", "MLBH_CPU"))}
+    features, avx512 = _numba_features_in_fresh_process(env)
+    assert ("-prefer-256-bit" in features) == avx512, features
+    features, _ = _numba_features_in_fresh_process(dict(env, MLBH_CPU_VECTOR_BITS="256"))
+    assert features == "None"
+
+
+def test_workers_compile_for_this_process_target(monkeypatch):
+    from mlbh.codegen import cpu_target
+    monkeypatch.setattr(cpu_target.numba.config, "CPU_NAME", "somecpu")
+    monkeypatch.setattr(cpu_target.numba.config, "CPU_FEATURES", "+a,-prefer-256-bit")
+    env = cpu_target.worker_environment()
+    assert env["NUMBA_CPU_NAME"] == "somecpu" and env["NUMBA_CPU_FEATURES"] == "+a,-prefer-256-bit"
