@@ -21,7 +21,7 @@ from mlbh.tracer import dtypes
 
 from . import cpu_loops as loops
 from .cpu_target import use_wide_vectors
-from .identifiers import by_first_use, rename
+from .identifiers import by_first_use, canonical
 from .kernel_ir import Kernel, Node, compute_dtype, uses_inner_index
 from .one_hot_sums import split_one_hot_stores
 
@@ -430,24 +430,15 @@ def _render_body(kernel: Kernel) -> list:
     return lines, parallel
 
 
-def _canonical(lines, params, reductions):
-    """Rename buffers to a0, a1, ... and reduction accumulators (acc_/rv_/... + name) to
-    x0, x1, ... (unless also a buffer) so that structurally equal kernels, e.g. the same
-    layer at another depth, render identically and compile once."""
-    mapping = {p: f"a{i}" for i, p in enumerate(params)}
-    for i, name in enumerate(dict.fromkeys(reductions)):
-        mapping.setdefault(name, f"x{i}")
-    return [rename(x, mapping, ("acc_", "rv_", "arg_", "key_", "nan_")) for x in lines]
-
-
 def render_kernel(kernel: Kernel):
     """(function name, source, buffer names in argument order) of a kernel; structurally
     equal kernels get equal names and sources."""
     body, parallel = _render_body(kernel)
-    params = by_first_use(kernel_params(kernel), "\n".join(body))
-    body = _canonical(body, params, [r.name for r in kernel.reductions])
-    signature = ", ".join(f"a{i}" for i in range(len(params)))
     text = "\n".join(body)
+    params = by_first_use(kernel_params(kernel), text)
+    # buffers a0, a1, ..., accumulators x0, ...: the same layer at another depth renders alike
+    text = canonical(text, params, [r.name for r in kernel.reductions], "a", ("acc_", "rv_", "arg_", "key_", "nan_"))
+    signature = ", ".join(f"a{i}" for i in range(len(params)))
     name = "k_" + hashlib.sha256(f"{parallel}{signature}{text}".encode()).hexdigest()[:16]
     source = (f"@numba.njit(parallel={parallel}, cache=True, error_model='numpy')\n"
               f"def {name}({signature}):\n{text}\n")

@@ -33,7 +33,7 @@ from .cuda_header import header_comment
 from .cuda_kernel import KernelWriter, identifier, parameters
 from .cuda_launch import launch_shape
 from .cuda_prelude import prelude
-from .identifiers import first_uses, rename
+from .identifiers import by_first_use, canonical
 from .cuda_rows import row_loops
 from .kernel_ir import Kernel
 from .nvrtc import NvrtcCompileError
@@ -59,10 +59,11 @@ def render_kernel(kernel: Kernel) -> CudaKernel:
     writer = KernelWriter(kernel, shape)
     root = Scope(indent="    ")  # the kernel body: values that depend on no loop index land here
     body = root.lines + (writer.flat_loop(root) if shape.mapping == "flat" else row_loops(writer, root))
-    order = _first_use_order(parameters(kernel), writer.names, body)
+    order = by_first_use(parameters(kernel), "\n".join(body), lambda p: writer.names[p[0].name])
     function = "\n".join([writer.signature(_PLACEHOLDER, order) + " {"] + body + ["}"])
-    function = _canonical(function, [writer.names[b.name] for b, _ in order],
-                          [identifier(r.name) for r in kernel.reductions])
+    function = canonical(function, [writer.names[b.name] for b, _ in order],
+                         [identifier(r.name) for r in kernel.reductions], "p",
+                         ("rv_", "acc_", "arg_", "red_", "redi_"))
     name = "k_" + hashlib.sha256(function.encode()).hexdigest()[:16]
     function = function.replace(_PLACEHOLDER, name)
     header = header_comment(kernel, shape)
@@ -74,21 +75,6 @@ def render_kernel(kernel: Kernel) -> CudaKernel:
 
 
 _PLACEHOLDER = "MLBH_KERNEL_NAME"
-
-
-def _first_use_order(params, names, lines):
-    """[(Buffer, written)] sorted by where the body first names each buffer."""
-    first = first_uses("\n".join(lines))
-    return sorted(params, key=lambda p: first.get(names[p[0].name], float("inf")))
-
-
-def _canonical(function, buffers, reductions):
-    """Buffers renamed p0, p1, ... (argument order) and reductions x0, x1, ... wherever they
-    appear, alone or after the generated prefixes (rv_, acc_, red_, ...)."""
-    mapping = {b: f"p{i}" for i, b in enumerate(buffers)}
-    for i, r in enumerate(dict.fromkeys(reductions)):
-        mapping.setdefault(r, f"x{i}")
-    return rename(function, mapping, ("rv_", "acc_", "arg_", "red_", "redi_"))
 
 
 def module_source(kernels) -> str:

@@ -6,23 +6,21 @@ import re
 _IDENT = re.compile(r"(?<![.\w])[A-Za-z_]\w*")
 
 
-def first_uses(text: str) -> dict:
-    """identifier -> offset of its first occurrence in text."""
+def by_first_use(items, text: str, name=lambda item: item) -> list:
+    """items sorted by where text first mentions name(item) (absent ones last, in order)."""
     first = {}
     for m in _IDENT.finditer(text):
         first.setdefault(m.group(0), m.start())
-    return first
+    return sorted(items, key=lambda item: first.get(name(item), len(text)))
 
 
-def by_first_use(names, text: str) -> list:
-    """names sorted by where text first mentions them (absent ones last, in given order)."""
-    first = first_uses(text)
-    return sorted(names, key=lambda n: first.get(n, len(text)))
+def canonical(text: str, buffers, reductions, buffer_letter: str, prefixes=()) -> str:
+    """text with buffers renamed <buffer_letter>0, 1, ... in the given order and reductions
+    x0, x1, ... (unless also a buffer), alone or after any of `prefixes` (acc_b3 -> acc_x0)."""
+    mapping = {b: f"{buffer_letter}{i}" for i, b in enumerate(buffers)}
+    for i, r in enumerate(dict.fromkeys(reductions)):
+        mapping.setdefault(r, f"x{i}")
 
-
-def rename(text: str, mapping: dict, prefixes=()) -> str:
-    """text with each identifier in mapping replaced, also after any of `prefixes`
-    (acc_b3 -> acc_x0 when mapping has b3 -> x0)."""
     def one(m):
         word = m.group(0)
         if word in mapping:

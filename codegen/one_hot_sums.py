@@ -58,18 +58,27 @@ def _picked_value(red, inner):
     value, negate = red.value, False
     if value.op == "neg":
         value, negate = value.args[0], True
-    if value.op != "select" or value.args[0].op != "eq":
+    parts = _one_hot_select(value)
+    if parts is None:
         return None
-    cond, picked, zero = value.args
+    target, picked, zero = parts
+    at = Node("to_index", (target,), "int64", (inner,))
+    out = Node("select", (_in_range(target, inner), substitute(picked, "r", at), zero), picked.dtype)
+    if negate:
+        out = Node("neg", (out,), out.dtype)
+    return out if out.dtype == red.dtype else Node("convert", (out,), red.dtype)
+
+
+def _one_hot_select(node):
+    """(t, v, zero) when node is select(r == t, v, 0) with t an integer independent of r."""
+    if node.op != "select" or node.args[0].op != "eq":
+        return None
+    cond, picked, zero = node.args
     if zero.op != "const" or zero.attr[0] != 0:
         return None
     for index_side, target in (cond.args, cond.args[::-1]):
         if _is_inner_index(index_side) and not uses_inner_index(target, {}) and dtypes.is_int(target.dtype):
-            at = Node("to_index", (target,), "int64", (inner,))
-            out = Node("select", (_in_range(target, inner), substitute(picked, "r", at), zero), picked.dtype)
-            if negate:
-                out = Node("neg", (out,), out.dtype)
-            return out if out.dtype == red.dtype else Node("convert", (out,), red.dtype)
+            return target, picked, zero
     return None
 
 
@@ -103,15 +112,9 @@ def _one_hot_add(value):
     if value.op != "add":
         return None
     for i in (0, 1):
-        sel, dense = value.args[i], value.args[1 - i]
-        if sel.op != "select" or sel.args[0].op != "eq":
-            continue
-        cond, picked, zero = sel.args
-        if zero.op != "const" or zero.attr[0] != 0 or uses_inner_index(picked, {}):
-            continue
-        for index_side, target in (cond.args, cond.args[::-1]):
-            if _is_inner_index(index_side) and not uses_inner_index(target, {}) and dtypes.is_int(target.dtype):
-                return target, picked, zero, dense, i == 0
+        parts = _one_hot_select(value.args[i])
+        if parts is not None and not uses_inner_index(parts[1], {}):
+            return (*parts, value.args[1 - i], i == 0)
     return None
 
 
