@@ -264,6 +264,11 @@ class _Body:
         return name
 
 
+# A stored value that is more than a leaf is read back (one load from cache) rather than
+# recomputed from its own loads: fewer memory streams at run time, less code to compile.
+_LEAF_OPS = frozenset({"load", "const", "iconst", "ivar", "rowval"})
+
+
 def _collect(node, out, seen, memo, want_r, leaves):
     """Post-order nodes under `node` whose r-dependence is want_r (not below `leaves`)."""
     if node in seen:
@@ -350,17 +355,25 @@ def _render_columns(kernel: Kernel, parallel: bool) -> list:
 
 
 def _render_body(kernel: Kernel) -> list:
-    kernel = loops.with_loops_split(kernel)
+    sized_by = None
+    if kernel.outer * kernel.inner < PARALLEL_MIN_WORK:
+        kernel, sized_by = loops.size_generic(kernel)
+    if sized_by is None:
+        kernel = loops.with_loops_split(kernel)
     parallel = not kernel.serial and kernel.outer > 1 and kernel.outer * kernel.inner >= PARALLEL_MIN_WORK
     if loops.is_column_kernel(kernel):
         parallel = parallel and kernel.outer > loops.COLUMN_CHUNK
         return _render_columns(kernel, parallel), parallel
     kernel = loops.stash_costly_values(split_one_hot_stores(kernel))
     loop = "prange" if parallel else "range"
-    lines = [f"    for o in {loop}({kernel.outer}):"]
-    memo, costly = {}, {}
+    lines, inner_len = [], kernel.inner
+    if sized_by is not None:  # the loop's length comes from an array: kernels of other lengths share the code
+        lines.append(f"    n = {sized_by}.shape[0]")
+        inner_len = "n"
+    lines.append(f"    for o in {loop}({kernel.outer}):")
+    memo = {}
     hoisted_names = {}
-    stored = {}  # costly values an earlier level stored per element: later levels read them back
+    stored = {}  # computed values an earlier level stored per element: later levels read them back
     out_dtypes = {b.name: b.dtype for b in kernel.outputs}
     body_lines = []
     for level in range(kernel.levels):
@@ -404,14 +417,14 @@ def _render_body(kernel: Kernel) -> list:
             op = "+=" if s.accumulate else "="
             stmts.append(f"{s.buffer}[{inner.expr(s.index)}] {op} {inner.expr(s.value)}")
         if inside or reds or kernel.inner > 1:
-            body_lines.append(f"for r in range({kernel.inner}):")
+            body_lines.append(f"for r in range({inner_len}):")
             body_lines += [f"    {x}" for x in inner.lines + stmts]
         else:
             body_lines += inner.lines + stmts
         for s in stores:  # a buffer written again holds another value from here on
             stored = {n: at for n, at in stored.items() if at[0] != s.buffer}
         for s in stores:
-            if (not s.accumulate and uses_inner_index(s.index, memo) and loops.is_costly(s.value, costly)
+            if (not s.accumulate and uses_inner_index(s.index, memo) and s.value.op not in _LEAF_OPS
                     and out_dtypes[s.buffer] == s.value.dtype):
                 stored.setdefault(s.value, (s.buffer, s.index))
         for r in reds:

@@ -102,6 +102,39 @@ def _with_index_math_simplified(kernel: Kernel) -> Kernel:
     return replace(kernel, stores=stores, reductions=reductions)
 
 
+def size_generic(kernel: Kernel):
+    """(kernel, buffer) when the kernel can be one loop over r whose trip count is the
+    length of that buffer, else (kernel, None): an elementwise kernel (its flat index o
+    renamed r, so that values the same for every element leave the loop) whose every load
+    and store is at the loop index or a constant one, the length taken from an output; or
+    a reduction to one value (outer 1) reading an input of the reduced length at r. The
+    AdamW update of each parameter, and the sum of its squared gradient, then render alike
+    for every parameter shape and compile once."""
+    if kernel.serial or kernel.levels != 1:
+        return kernel, None
+    if kernel.inner == 1 and not kernel.reductions and all(st.level == 0 for st in kernel.stores):
+        var, length, candidates = "o", kernel.outer, [st.buffer for st in kernel.stores]
+    elif kernel.outer == 1 and kernel.inner > 1 and all(st.level == -1 for st in kernel.stores):
+        var, length = "r", kernel.inner
+        candidates = [n.attr[0] for n in iter_nodes(*[r.value for r in kernel.reductions]) if n.op == "load"]
+    else:
+        return kernel, None
+    for idx in element_accesses(kernel):
+        if idx.op != "iconst" and not (idx.op == "ivar" and idx.attr[0] == var):
+            return kernel, None
+    sizes = {b.name: b.size for b in kernel.inputs + kernel.outputs}
+    loads_at = {n.attr[0] for n in iter_nodes(*[r.value for r in kernel.reductions], *[s.value for s in kernel.stores])
+                if n.op == "load" and n.args[0].op == "ivar"}
+    stores_at = {st.buffer for st in kernel.stores if st.index.op == "ivar"}
+    sized_by = next((b for b in candidates if sizes[b] == length and b in loads_at | stores_at), None)
+    if sized_by is None or var == "r":
+        return kernel, sized_by
+    r, memo = Node("ivar", (), "int64", ("r",)), {}
+    stores = [replace(st, index=substitute(st.index, "o", r, memo), value=substitute(st.value, "o", r, memo))
+              for st in kernel.stores]
+    return replace(kernel, outer=1, inner=length, stores=stores, outer_shape=(), inner_shape=kernel.outer_shape), sized_by
+
+
 COSTLY_OPS = frozenset({"exp", "tanh", "log", "sqrt", "rsqrt", "pow", "erf", "div"})
 
 

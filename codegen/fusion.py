@@ -180,6 +180,7 @@ class ExprBuilder:
         self.group = group
         self.memo = {}
         self.reads = set()
+        self.touches = set()  # group roots the built expressions use, and arrays they load at varying indices
         self.outer_shape = tuple(d for i, d in enumerate(group.space) if i not in group.axes)
         self.inner_shape = tuple(group.space[i] for i in group.axes)
         self.outer = ix.unravel(ix.ivar("o"), self.outer_shape)
@@ -209,18 +210,22 @@ class ExprBuilder:
         return None
 
     def value(self, var, comps):
-        """The Node of var at comps. Every buffer its expression loads is added to self.reads,
-        also when the Node comes from the memo: a root tried and rejected earlier may have
-        built it, and the next root's reads must still list those buffers."""
+        """The Node of var at comps. Every buffer its expression loads is added to self.reads
+        (and what it touches to self.touches), also when the Node comes from the memo:
+        a root tried and rejected earlier may have built it, and the next root's reads must
+        still list those buffers."""
         key = (var, comps)
         if key not in self.memo:
             enclosing, self.reads = self.reads, set()
+            enclosing_touches, self.touches = self.touches, set()
             try:
-                self.memo[key] = (self._value(var, tuple(comps)), frozenset(self.reads))
+                self.memo[key] = (self._value(var, tuple(comps)), frozenset(self.reads), frozenset(self.touches))
             finally:
                 self.reads = enclosing | self.reads
-        node, reads = self.memo[key]
+                self.touches = enclosing_touches | self.touches
+        node, reads, touches = self.memo[key]
         self.reads |= reads
+        self.touches |= touches
         return node
 
     def _value(self, var, comps):
@@ -229,7 +234,11 @@ class ExprBuilder:
             root = self.in_group.get(var)
             if root is None:
                 self.reads.add(var)
-                return Node("load", (ix.ravel(comps, var.shape),), var.dtype, (plan.names(var),))
+                index = ix.ravel(comps, var.shape)
+                if index.op != "iconst":
+                    self.touches.add(var)
+                return Node("load", (index,), var.dtype, (plan.names(var),))
+            self.touches.add(var)
             at = self.outer if root.kind == "reduce" else self.place(var.shape)
             # only the element (or row) this iteration makes can be read back in the same kernel
             if at is None or ix.ravel(comps, var.shape) != ix.ravel(at, var.shape):
@@ -490,7 +499,39 @@ def _try_join(plan, group, root, reads_ok) -> bool:
     return True
 
 
-def fuse(graph: Graph) -> Program:
+def _related(group, root) -> bool:
+    """Whether joining root to the group saves memory traffic or a kernel, not just a launch:
+    root uses a value of the group's roots or loads an array element by element that the
+    group loads so too. A root with a value per element of the space needs more than a
+    scalar in common (the AdamW update of one parameter shares only the learning rate and
+    the gradient norm with the sum of another's squared gradient); a root with one value
+    per row (a mean of the group's sums) needs anything in common."""
+    b = group.builder
+    reads, touches = b.reads, b.touches
+    b.reads, b.touches = set(), set()
+    try:
+        _root_value(b, root)
+        shared = b.touches & (touches | set(b.in_group))
+    except Unfusable:
+        return False
+    finally:
+        b.reads, b.touches = reads, touches
+    per_row = root.kind == "point" and _numel(root.var.shape) == _numel(b.outer_shape)
+    return any(per_row or _numel(v.shape) > 1 for v in shared)
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def fuse(graph: Graph, horizontal: bool = True) -> Program:
+    """The launch list of a graph. With horizontal=False (the CPU backend) a root joins a
+    group only when _related to it: independent roots of equal shape (the AdamW update of
+    two weight matrices) then stay apart in kernels of equal code, which compile once; on
+    a GPU, merging them saves launches."""
     plan = _Plan(graph)
     units = []        # _Group | ("dot", eqn), in execution order
     produced_by = {}  # var -> unit index
@@ -505,7 +546,7 @@ def fuse(graph: Graph) -> Program:
         placed = False
         for gi in range(len(units) - 1, max(-1, len(units) - 1 - MERGE_WINDOW), -1):
             g = units[gi]
-            if not isinstance(g, _Group) or not _fits(g, root):
+            if not isinstance(g, _Group) or not _fits(g, root) or not (horizontal or _related(g, root)):
                 continue
             if not _try_join(plan, g, root, lambda reads: all(produced_by.get(v, -1) <= gi for v in reads)):
                 continue

@@ -91,16 +91,17 @@ class CudaGraphExecutable:
         self.program = executable.program
         self.cupy = cupy
         prog = executable.program
-        self.inputs = [cupy.empty(prog.buffers[n].shape, dtype=dtypes.to_numpy(prog.buffers[n].dtype))
-                       for n in prog.inputs]
+        storage = executable.backend.storage_dtype  # bfloat16 lives as uint16 bits: CuPy has no bfloat16
+        self.inputs = [cupy.empty(prog.buffers[n].shape, dtype=storage(prog.buffers[n].dtype)) for n in prog.inputs]
         self.graph = None
         self.outputs = None
 
     def __call__(self, flat_args, step_seconds=None):
         if step_seconds is not None:  # profiling times each launch, so it runs them one by one
             return self.exe(flat_args, step_seconds=step_seconds)
-        for dst, src in zip(self.inputs, flat_args):
-            dst[...] = self.cupy.asarray(src)
+        backend = self.exe.backend
+        for dst, src, name in zip(self.inputs, flat_args, self.program.inputs):
+            dst[...] = backend.as_input(src, self.program.buffers[name]).reshape(dst.shape)
         if self.graph is None:
             stream = self.cupy.cuda.Stream(non_blocking=True)
             with stream:

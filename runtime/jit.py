@@ -81,7 +81,7 @@ class Lowered:
         t1 = time.perf_counter()
         self.optimized = prepare(self.traced)
         t2 = time.perf_counter()
-        self.program = fuse(self.optimized)
+        self.program = fuse(self.optimized, horizontal=backend != "cpu")
         t3 = time.perf_counter()
         self.memory = plan_memory(self.program)
         self.timings.update(trace=t1 - t0, optimize=t2 - t1, fuse=t3 - t2, plan=time.perf_counter() - t3)

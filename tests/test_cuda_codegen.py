@@ -64,7 +64,7 @@ class LoweredCase:
 
     def __init__(self, index, case_id, fn, args):
         self.id, self.fn, self.args = case_id, fn, args
-        self.lowered = Lowered(fn, args, "cpu", case_id)
+        self.lowered = Lowered(fn, args, "cuda", case_id)
         self.program = self.lowered.program
         for k in self.program.kernels:
             k.name = f"c{index}_{k.name}"

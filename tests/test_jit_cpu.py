@@ -237,3 +237,51 @@ def test_later_levels_read_back_a_stored_exp_instead_of_recomputing_it():
     assert sources, "the softmax forward is one three-level kernel"
     # the sum pass computes and stores exp(x - max); the normalising pass divides the stored values
     assert all(src.count("_exp32(") == 1 for src in sources), sources
+
+
+def test_later_levels_read_back_a_stored_sum_instead_of_reloading_its_terms():
+    """layer_norm(a + b + c) stores the sum in the mean pass; the variance and normalising
+    passes read it back (one load) instead of loading a, b and c again."""
+    from mlbh.codegen import cpu
+    a, b, c, w, bias = randn(6, 40), randn(6, 40), randn(6, 40), randn(40), randn(40)
+    fn = lambda a, b, c, w, bias: (a + b + c, ops.layer_norm(a + b + c, w, bias))  # noqa: E731
+    f = jit(fn, backend="cpu")
+    assert_same_tree(f(a, b, c, w, bias), jit(fn, backend="reference")(a, b, c, w, bias))
+    [kernel] = [k for k in f.lower(a, b, c, w, bias).program.kernels if k.levels > 1]
+    _, source, params = cpu.render_kernel(kernel)
+    loops = source.split("for r in range(")[1:]
+    assert len(loops) == kernel.levels
+    written = {buf.name for buf in kernel.outputs}
+    terms = [f"a{params.index(buf.name)}[" for buf in kernel.inputs if buf.shape == (6, 40) and buf.name not in written]
+    assert len(terms) == 3, (params, source)
+    assert all(t in loops[0] for t in terms)
+    assert not any(t in later for t in terms for later in loops[1:]), source
+
+
+def test_cpu_keeps_independent_updates_apart_and_compiles_them_once():
+    """A clipped update of four parameters of three shapes: on the CPU each parameter gets
+    its own kernels (two of equal shape are not merged, as on CUDA, for they share no data),
+    and every kernel, whatever its length, runs one shared function that takes the length
+    from an array; the same holds for the per-parameter sums of squared gradients."""
+    from mlbh.codegen import cpu
+    shapes = {"w1": (4, 8), "w2": (4, 8), "b": (5,), "e": (6, 3)}
+    params, grads = ({k: randn(*s) for k, s in shapes.items()} for _ in range(2))
+    lr = np.array([0.5], np.float32)
+
+    def update(ps, gs, lr):
+        norm = sum(ops.sum(g * g) for g in gs.values())
+        return {k: p - lr[0] * gs[k] / (1.0 + norm) for k, p in ps.items()}
+
+    f = jit(update, backend="cpu")
+    assert_same_tree(f(params, grads, lr), jit(update, backend="reference")(params, grads, lr))
+    kernels = f.lower(params, grads, lr).program.kernels
+    # the last sum's kernel also totals the norm and updates the parameter whose gradient it
+    # has just read (a second loop over the same elements)
+    sums = [k for k in kernels if k.reductions and k.levels == 1]
+    updates = [k for k in kernels if not k.reductions]
+    assert len(kernels) == 7 and len(sums) == 3 and len(updates) == 3, f.lower(params, grads, lr).fusion_text()
+    _, names = cpu.render_program(kernels)
+    assert len({names[k.name][0] for k in sums}) == 1
+    assert len({names[k.name][0] for k in updates}) == 1
+    assert "n = a0.shape[0]" in cpu.render_kernel(updates[0])[1]
+    assert len(jit(update, backend="cuda").lower(params, grads, lr).program.kernels) < len(kernels)
