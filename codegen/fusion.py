@@ -149,6 +149,7 @@ def _materialized(graph):
     uses = _effective_uses(graph, m)
     free = _free_values(graph)
     cost = {}  # ops to recompute a value inline from materialized ones (shared subtrees counted twice)
+    streams = {}  # up to 2 stored arrays, each as large as the value, that recomputing it loads
     for e in graph.eqns:
         v = e.outputs[0]
         if v in m or v in free:
@@ -156,7 +157,12 @@ def _materialized(graph):
             continue
         own = 0 if e.prim in CHEAP else RECOMPUTE_LIMIT if e.prim in LIBM_CALLS else 1
         cost[v] = own + sum(cost.get(x, 0) for x in e.inputs)
-        if uses.get(v, 0) >= 2 and e.prim not in CHEAP and cost[v] >= RECOMPUTE_LIMIT:
+        loaded = set()
+        for x in e.inputs:
+            loaded |= {x} if x in m and x not in free else streams.get(x, set())
+        streams[v] = set(list(s for s in loaded if s.size >= v.size)[:2])
+        # stored once and read back, v costs 1 + uses streams; recomputed, uses * len(streams)
+        if uses.get(v, 0) >= 2 and e.prim not in CHEAP and (cost[v] >= RECOMPUTE_LIMIT or len(streams[v]) >= 2):
             m.add(v)
             cost[v] = 0
     return m, producers
