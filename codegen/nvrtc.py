@@ -185,6 +185,9 @@ def compile_options(arch: str, options=()) -> tuple:
     include_dir = cuda_include_dir()
     if include_dir:
         full.append(f"--include-path={include_dir}")
+        # CUDA 13 moved CCCL's headers (nv/target, which cuda_bf16.h includes) under include/cccl
+        if os.path.isdir(os.path.join(include_dir, "cccl")):
+            full.append(f"--include-path={os.path.join(include_dir, 'cccl')}")
     full.extend(options)
     return tuple(full)
 

@@ -25,9 +25,11 @@ def prefill(params, tokens, config):
     positions past the prompt hold garbage that decode overwrites before reading."""
     caches = []
     logits = forward(params, tokens, config, kv_out=caches)
-    ks = ops.concatenate([ops.expand_dims(k, 0) for k, _ in caches], 0)
-    vs = ops.concatenate([ops.expand_dims(v, 0) for _, v in caches], 0)
-    return logits, ks, vs
+    # float32 out whatever the compute dtype: decode_step's caches are float32, and a
+    # bfloat16 array reaches the host as its raw uint16 bits on CUDA
+    ks = ops.astype(ops.concatenate([ops.expand_dims(k, 0) for k, _ in caches], 0), "float32")
+    vs = ops.astype(ops.concatenate([ops.expand_dims(v, 0) for _, v in caches], 0), "float32")
+    return ops.astype(logits, "float32"), ks, vs
 
 
 def decode_step(params, token, pos, k_cache, v_cache, config):

@@ -83,7 +83,14 @@ def _f32_to_bf16(xp, x):
 
 
 class CudaGraphExecutable:
-    """Replays one captured CUDA graph per call. Returned outputs are fresh copies."""
+    """Replays one captured CUDA graph per call. Returned outputs are fresh copies.
+
+    Everything runs on one private stream: the inputs are copied into fixed buffers, a
+    warm-up call loads the modules and cuBLAS's workspace, then a second call is captured.
+    Memory allocated while capturing (outputs, GEMM temporaries) comes from a pool kept
+    with the graph, so no later allocation can take an address a replay writes to. A
+    donated input is updated in place by the warm-up, so the inputs are copied in again
+    before every replay, the first included."""
 
     def __init__(self, executable: Executable):
         import cupy
@@ -93,22 +100,32 @@ class CudaGraphExecutable:
         prog = executable.program
         storage = executable.backend.storage_dtype  # bfloat16 lives as uint16 bits: CuPy has no bfloat16
         self.inputs = [cupy.empty(prog.buffers[n].shape, dtype=storage(prog.buffers[n].dtype)) for n in prog.inputs]
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.pool = cupy.cuda.MemoryPool()
         self.graph = None
         self.outputs = None
+
+    def _load_inputs(self, flat_args):
+        backend = self.exe.backend
+        for dst, src, name in zip(self.inputs, flat_args, self.program.inputs):
+            dst[...] = backend.as_input(src, self.program.buffers[name]).reshape(dst.shape)
 
     def __call__(self, flat_args, step_seconds=None):
         if step_seconds is not None:  # profiling times each launch, so it runs them one by one
             return self.exe(flat_args, step_seconds=step_seconds)
-        backend = self.exe.backend
-        for dst, src, name in zip(self.inputs, flat_args, self.program.inputs):
-            dst[...] = backend.as_input(src, self.program.buffers[name]).reshape(dst.shape)
-        if self.graph is None:
-            stream = self.cupy.cuda.Stream(non_blocking=True)
-            with stream:
-                self.exe(self.inputs)  # warm-up: loads modules, allocates cuBLAS workspace
-                stream.begin_capture()
-                self.outputs = self.exe(self.inputs)
-                self.graph = stream.end_capture()
-            stream.synchronize()
-        self.graph.launch()
-        return [o.copy() for o in self.outputs]
+        cupy = self.cupy
+        # the caller's arrays were written on its stream: this one waits for them
+        self.stream.wait_event(cupy.cuda.get_current_stream().record())
+        with self.stream:
+            if self.graph is None:
+                with cupy.cuda.using_allocator(self.pool.malloc):
+                    self._load_inputs(flat_args)
+                    self.exe(self.inputs)
+                    self.stream.begin_capture()
+                    self.outputs = self.exe(self.inputs)
+                    self.graph = self.stream.end_capture()
+            self._load_inputs(flat_args)
+            self.graph.launch()
+            results = [o.copy() for o in self.outputs]
+        self.stream.synchronize()
+        return results

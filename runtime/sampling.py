@@ -3,6 +3,7 @@ WindowSampler (recompute a fixed window per token; the baseline the decode bench
 compares against)."""
 import numpy as np
 
+from .executable import to_host
 from .jit import jit
 
 
@@ -19,7 +20,7 @@ class WindowSampler:
             context = ids[-self.window:]
             buf = np.zeros((1, self.window), np.int32)
             buf[0, :len(context)] = context
-            logits = np.asarray(self.forward(params, buf))[0, len(context) - 1].astype(np.float64)
+            logits = to_host(self.forward(params, buf)[0, len(context) - 1]).astype(np.float64)
             ids.append(_pick(logits, temperature, top_k, rng))
             if on_token:
                 on_token(ids[-1])
@@ -67,7 +68,7 @@ class KVSampler:
         buf = np.zeros((1, context), np.int32)
         buf[0, :len(ids)] = ids
         logits, k, v = self.prefill(params, buf)
-        nxt = _pick(np.asarray(logits)[0, len(ids) - 1].astype(np.float64), temperature, top_k, rng, top_p)
+        nxt = _pick(to_host(logits[0, len(ids) - 1]).astype(np.float64), temperature, top_k, rng, top_p)
         for _ in range(n_tokens):
             ids.append(nxt)
             if on_token and on_token(nxt):
@@ -76,5 +77,5 @@ class KVSampler:
             if pos >= context or len(ids) - len(prompt_ids) >= n_tokens:
                 break
             logits, k, v = self.decode(params, np.array([nxt], np.int32), np.array(pos, np.int32), k, v)
-            nxt = _pick(np.asarray(logits)[0].astype(np.float64), temperature, top_k, rng, top_p)
+            nxt = _pick(to_host(logits[0]).astype(np.float64), temperature, top_k, rng, top_p)
         return ids

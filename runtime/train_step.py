@@ -43,6 +43,10 @@ class StepRunner:
             import cupy
             self.xp = cupy
 
+    def to_device(self, tree):
+        """A dict of arrays on this runner's device (CuPy arrays on CUDA)."""
+        return {k: self.xp.asarray(v) for k, v in tree.items()}
+
     def zeros_like(self, params):
         return {k: self.xp.zeros(v.shape, dtype=np.float32) for k, v in params.items()}
 

@@ -20,6 +20,7 @@ from test_jit_cpu import CASES, with_loss_grads
 from mlbh import tracer as T
 from mlbh.models import gpt2
 from mlbh.models.config import preset
+from mlbh.runtime.executable import to_host
 from mlbh.runtime.jit import jit
 from mlbh.tracer import pytree
 
@@ -132,3 +133,13 @@ def test_cuda_graph_replay_matches_plain_launches():
         want = host(plain(params, x2, targets), vg(params, x2, targets))
         got = host(graphed(params, x2, targets), want)
         assert_same_tree(got, want, f"replay {seed}")
+
+
+def test_cuda_graph_applies_a_donated_update_once_per_call():
+    """The warm-up before capture updates the donated input in place; the replay must still
+    start from the caller's values, so one call is one update."""
+    step = jit(lambda p, g: p - 0.1 * g, backend="cuda", donate_argnums=(0,), cuda_graph=True)
+    p = np.arange(8, dtype=np.float32)
+    for k in range(1, 3):
+        p = to_host(step(p, np.ones(8, np.float32)))
+        np.testing.assert_allclose(p, np.arange(8) - 0.1 * k, rtol=1e-6)

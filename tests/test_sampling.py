@@ -51,3 +51,12 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     assert {_pick(logits, 1.0, 0, rng, top_p=0.5) for _ in range(200)} == {0}
     assert {_pick(logits, 1.0, 0, rng, top_p=0.7) for _ in range(200)} == {0, 1}
     assert {_pick(logits, 1.0, 0, rng, top_p=1.0) for _ in range(400)} == {0, 1, 2, 3}
+
+
+def test_prefill_hands_decode_float32_whatever_the_compute_dtype():
+    """A bf16 model's prefill returns float32 logits and caches: decode_step keeps its cache
+    in float32, and on CUDA a bf16 array would reach the host as raw uint16 bits."""
+    model = gpt2.GPT2(CONFIG.replace(compute_dtype="bfloat16"))
+    traced = jit(model.prefill, backend="reference").lower(model.init_params(0), np.zeros((1, 24), np.int32)).traced
+    assert [v.dtype for v in traced.outputs] == ["float32"] * 3
+    assert any(v.dtype == "bfloat16" for e in traced.eqns for v in e.outputs), "the model computes in bf16"
