@@ -78,22 +78,31 @@ def entry_path(key: str) -> str:
 
 # ------------------------------------------------------------------------ encoding
 
+def seal(magic: bytes, payload: bytes) -> bytes:
+    """magic | sha256(payload) as hex | newline | payload: the form of every cache entry."""
+    return magic + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n" + payload
+
+
+def unseal(magic: bytes, data: bytes) -> bytes:
+    """The payload of a sealed entry; raises CorruptEntry if its magic or checksum is off."""
+    header_len = len(magic) + _CHECKSUM_LEN + 1
+    if len(data) < header_len or not data.startswith(magic):
+        raise CorruptEntry("bad magic or truncated header")
+    checksum = data[len(magic):len(magic) + _CHECKSUM_LEN]
+    payload = data[header_len:]
+    if hashlib.sha256(payload).hexdigest().encode("ascii") != checksum:
+        raise CorruptEntry("checksum mismatch")
+    return payload
+
+
 def encode_entry(result: CubinResult) -> bytes:
     meta = json.dumps({"log": result.log, "kernels": result.kernels}).encode("utf-8")
-    payload = meta + b"\n" + result.cubin  # compact JSON has no raw newline
-    checksum = hashlib.sha256(payload).hexdigest().encode("ascii")
-    return MAGIC + checksum + b"\n" + payload
+    return seal(MAGIC, meta + b"\n" + result.cubin)  # compact JSON has no raw newline
 
 
 def decode_entry(data: bytes) -> CubinResult:
     """Parse and verify an entry; raises CorruptEntry on any inconsistency."""
-    header_len = len(MAGIC) + _CHECKSUM_LEN + 1
-    if len(data) < header_len or not data.startswith(MAGIC):
-        raise CorruptEntry("bad magic or truncated header")
-    checksum = data[len(MAGIC):len(MAGIC) + _CHECKSUM_LEN]
-    payload = data[header_len:]
-    if hashlib.sha256(payload).hexdigest().encode("ascii") != checksum:
-        raise CorruptEntry("checksum mismatch")
+    payload = unseal(MAGIC, data)
     meta_bytes, sep, cubin = payload.partition(b"\n")
     if not sep or not cubin.startswith(ELF_MAGIC):
         raise CorruptEntry("payload is not metadata + ELF cubin")
@@ -106,23 +115,21 @@ def decode_entry(data: bytes) -> CubinResult:
 
 # ---------------------------------------------------------------------------- disk
 
-def _read_entry(key: str):
-    """The cached result, or None when absent; a corrupt entry is deleted."""
-    path = entry_path(key)
+def read_sealed(path: str, decode):
+    """decode(the file's bytes), or None when the file is absent or unreadable; a file that
+    decode finds corrupt (CorruptEntry) is deleted, with a warning."""
     try:
         with open(path, "rb") as entry:
             data = entry.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        warnings.warn(f"mlbh compile cache: cannot read {path}: {exc}")
+        warnings.warn(f"mlbh cache: cannot read {path}: {exc}")
         return None
     try:
-        return decode_entry(data)
+        return decode(data)
     except CorruptEntry as exc:
-        with _lock:
-            _stats["corrupt"] += 1
-        warnings.warn(f"mlbh compile cache: discarding corrupt entry {path} ({exc})")
+        warnings.warn(f"mlbh cache: discarding corrupt entry {path} ({exc})")
         try:
             os.remove(path)
         except OSError:
@@ -130,29 +137,45 @@ def _read_entry(key: str):
         return None
 
 
-def _write_entry(key: str, result: CubinResult):
-    """Atomically store an entry; a cache that cannot be written only warns."""
-    path = entry_path(key)
+def write_atomically(path: str, data: bytes):
+    """Store a file whole or not at all (temp file, fsync, rename); a cache that cannot be
+    written only warns."""
     folder = os.path.dirname(path)
     temp_path = None
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".entry")
+        fd, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         with os.fdopen(fd, "wb") as temp:
-            temp.write(encode_entry(result))
+            temp.write(data)
             temp.flush()
             os.fsync(temp.fileno())
         os.replace(temp_path, path)
         temp_path = None
         _fsync_dir(folder)
     except OSError as exc:
-        warnings.warn(f"mlbh compile cache: cannot write {path}: {exc}")
+        warnings.warn(f"mlbh cache: cannot write {path}: {exc}")
     finally:
         if temp_path is not None:
             try:
                 os.remove(temp_path)
             except OSError:
                 pass
+
+
+def _read_entry(key: str):
+    """The cached result, or None when absent; a corrupt entry is deleted."""
+    def counted(data):
+        try:
+            return decode_entry(data)
+        except CorruptEntry:
+            with _lock:
+                _stats["corrupt"] += 1
+            raise
+    return read_sealed(entry_path(key), counted)
+
+
+def _write_entry(key: str, result: CubinResult):
+    write_atomically(entry_path(key), encode_entry(result))
 
 
 def _fsync_dir(folder: str):

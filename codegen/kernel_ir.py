@@ -59,6 +59,9 @@ class Node:
             object.__setattr__(self, "_hash", h)
         return h
 
+    def __getstate__(self):  # the cached hash is per process (str hashes are salted)
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     def __eq__(self, other):
         if self is other:
             return True

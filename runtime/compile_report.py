@@ -66,7 +66,8 @@ def _format_entry(name, e):
     s = e["seconds"]
     lines = [f"{name}: {e['traced_eqns']} traced eqns -> {e['optimized_eqns']} after passes -> "
              f"{e['kernels']} kernels + {e['library_calls']} GEMM calls",
-             f"  arena {e['arena_bytes'] / 2**20:.1f} MiB (naive {e['naive_bytes'] / 2**20:.1f} MiB)",
+             f"  arena {e['arena_bytes'] / 2**20:.1f} MiB (naive {e['naive_bytes'] / 2**20:.1f} MiB); "
+             f"program cache {e['program_cache']}",
              "  seconds: " + ", ".join(f"{k} {v}" for k, v in s.items() if isinstance(v, float))]
     extra = {k: v for k, v in s.items() if not isinstance(v, float)}
     if extra:

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from mlbh.codegen import program_cache
 from mlbh.codegen.fusion import fuse
 from mlbh.codegen.memory import plan_memory
 from mlbh.codegen.prepare import prepare
@@ -59,6 +60,17 @@ def _leaf_paths(tree, prefix="args"):
     return [p for i, c in enumerate(tree[1]) for p in _leaf_paths(c, f"{prefix}[{i}]")]
 
 
+def _program_key(traced, backend):
+    """The program cache's key for a traced graph, or None: cache off, reference backend
+    (which interprets the traced graph), or a graph the serializer cannot write."""
+    if backend == "reference" or not program_cache.enabled():
+        return None
+    try:
+        return program_cache.program_key(traced, backend)
+    except TypeError:  # a param of a type the JSON form has no encoding for
+        return None
+
+
 def explain_retrace(old, new) -> str:
     if old[0] != new[0]:
         return "the arguments' pytree structure changed"
@@ -79,12 +91,25 @@ class Lowered:
         t0 = time.perf_counter()
         self.traced, _ = trace_flat(fn, args)
         t1 = time.perf_counter()
-        self.optimized = prepare(self.traced)
+        key = _program_key(self.traced, backend)
+        cached = program_cache.load(key) if key else None
         t2 = time.perf_counter()
-        self.program = fuse(self.optimized, horizontal=backend != "cpu")
+        self.program_cache = "off" if key is None else "hit" if cached else "miss"
+        if cached:
+            self.program, self.memory = cached
+            self.optimized = self.program.graph
+            self.timings.update(trace=t1 - t0, program_cache=t2 - t1)
+            return
+        self.optimized = prepare(self.traced)
         t3 = time.perf_counter()
+        self.program = fuse(self.optimized, horizontal=backend != "cpu")
+        t4 = time.perf_counter()
         self.memory = plan_memory(self.program)
-        self.timings.update(trace=t1 - t0, optimize=t2 - t1, fuse=t3 - t2, plan=time.perf_counter() - t3)
+        t5 = time.perf_counter()
+        if key:
+            program_cache.store(key, (self.program, self.memory))
+        self.timings.update(trace=t1 - t0, program_cache=t2 - t1 + time.perf_counter() - t5,
+                            optimize=t3 - t2, fuse=t4 - t3, plan=t5 - t4)
 
     def fusion_text(self) -> str:
         lines = []
@@ -114,6 +139,7 @@ class Lowered:
                 "kernels": len(self.program.kernels),
                 "library_calls": len(self.program.steps) - len(self.program.kernels),
                 "arena_bytes": self.memory.peak, "naive_bytes": self.memory.naive,
+                "program_cache": self.program_cache,
                 "seconds": {k: round(v, 4) for k, v in self.timings.items()}}
 
     def dump(self, directory):

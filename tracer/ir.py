@@ -22,6 +22,13 @@ class Var:
         self.dtype = dtypes.name_of(dtype)
         self.id = next(_ids)
 
+    def __getstate__(self):
+        return self.shape, self.dtype
+
+    def __setstate__(self, state):  # an unpickled value gets a fresh id in this process
+        self.shape, self.dtype = state
+        self.id = next(_ids)
+
     @property
     def size(self) -> int:
         n = 1
