@@ -78,7 +78,8 @@ def torch_gpt2(config, params):
                 q, k, v = (h @ self.w(f"h.{i}.attn.c_attn.weight") + self.w(f"h.{i}.attn.c_attn.bias")).split(C, 2)
                 q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
                 att = (q @ k.transpose(-2, -1)) / math.sqrt(C // H)
-                att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+                att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(1),
+                                      float("-inf")).softmax(-1)
                 y = (att @ v).transpose(1, 2).reshape(B, T, C)
                 x = x + y @ self.w(f"h.{i}.attn.c_proj.weight") + self.w(f"h.{i}.attn.c_proj.bias")
                 h = F.layer_norm(x, (C,), self.w(f"h.{i}.ln_2.weight"), self.w(f"h.{i}.ln_2.bias"))
@@ -91,20 +92,25 @@ def torch_gpt2(config, params):
     return Model()
 
 
-def torch_contender(config, data, compiled):
-    """(step(i) -> loss, info): the same model and optimizer in PyTorch (eager or compiled)."""
+def torch_contender(config, data, compiled, device="cpu", autocast_dtype=None):
+    """(step(i) -> loss, info): the same model and optimizer in PyTorch (eager or compiled);
+    on a GPU with fp32 master weights and, given autocast_dtype, bf16 autocast."""
+    import contextlib
+
     import torch
-    model = torch_gpt2(config, GPT2(config).init_params(0))
+    model = torch_gpt2(config, GPT2(config).init_params(0)).to(device)
     decay = [p for n, p in model.p.items() if p.dim() >= 2]
     rest = [p for n, p in model.p.items() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": OPT.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=OPT.lr, betas=(OPT.beta1, OPT.beta2), eps=OPT.eps)
+                            lr=OPT.lr, betas=(OPT.beta1, OPT.beta2), eps=OPT.eps,
+                            **({"fused": True} if device != "cpu" else {}))
     fn = torch.compile(model) if compiled else model
 
     def step(i):
-        tokens, targets = (torch.tensor(a, dtype=torch.long) for a in data(i))
+        tokens, targets = (torch.tensor(a, dtype=torch.long, device=device) for a in data(i))
         opt.zero_grad(set_to_none=True)
-        loss = fn(tokens, targets)
+        with (torch.autocast(device, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()):
+            loss = fn(tokens, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), OPT.grad_clip)
         opt.step()
