@@ -113,20 +113,19 @@ def size_generic(kernel: Kernel):
     if kernel.serial or kernel.levels != 1:
         return kernel, None
     if kernel.inner == 1 and not kernel.reductions and all(st.level == 0 for st in kernel.stores):
-        var, length, candidates = "o", kernel.outer, [st.buffer for st in kernel.stores]
+        var, length = "o", kernel.outer
+        candidates = [st.buffer for st in kernel.stores if st.index.op == "ivar"]
     elif kernel.outer == 1 and kernel.inner > 1 and all(st.level == -1 for st in kernel.stores):
         var, length = "r", kernel.inner
-        candidates = [n.attr[0] for n in iter_nodes(*[r.value for r in kernel.reductions]) if n.op == "load"]
+        candidates = [n.attr[0] for n in iter_nodes(*[r.value for r in kernel.reductions])
+                      if n.op == "load" and n.args[0].op == "ivar"]
     else:
         return kernel, None
     for idx in element_accesses(kernel):
         if idx.op != "iconst" and not (idx.op == "ivar" and idx.attr[0] == var):
             return kernel, None
     sizes = {b.name: b.size for b in kernel.inputs + kernel.outputs}
-    loads_at = {n.attr[0] for n in iter_nodes(*[r.value for r in kernel.reductions], *[s.value for s in kernel.stores])
-                if n.op == "load" and n.args[0].op == "ivar"}
-    stores_at = {st.buffer for st in kernel.stores if st.index.op == "ivar"}
-    sized_by = next((b for b in candidates if sizes[b] == length and b in loads_at | stores_at), None)
+    sized_by = next((b for b in candidates if sizes[b] == length), None)
     if sized_by is None or var == "r":
         return kernel, sized_by
     r, memo = Node("ivar", (), "int64", ("r",)), {}

@@ -12,6 +12,7 @@
 3. dot_general becomes a library call (numpy BLAS / cuBLAS) on views of its operands.
 4. Stores that no later step reads are dropped (dead_stores.py).
 """
+import math
 from dataclasses import dataclass, field
 
 from mlbh.tracer import dtypes
@@ -522,15 +523,8 @@ def _related(group, root) -> bool:
         return False
     finally:
         b.reads, b.touches = reads, touches
-    per_row = root.kind == "point" and _numel(root.var.shape) == _numel(b.outer_shape)
-    return any(per_row or _numel(v.shape) > 1 for v in shared)
-
-
-def _numel(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+    per_row = root.kind == "point" and root.var.size == math.prod(b.outer_shape)
+    return any(per_row or v.size > 1 for v in shared)
 
 
 def fuse(graph: Graph, horizontal: bool = True) -> Program:
