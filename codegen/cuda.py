@@ -27,6 +27,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from . import program_cache
 from .compile_cache import cached_compile_cubin
 from .cuda_expr import Scope
 from .cuda_header import header_comment
@@ -95,7 +96,7 @@ def module_source(kernels) -> str:
 
 
 def render_program(program) -> list:
-    return [render_kernel(k) for k in program.kernels]
+    return program_cache.remembered(program, "cuda", lambda: [render_kernel(k) for k in program.kernels])
 
 
 MIN_KERNELS_PER_MODULE = 8  # below this, NVRTC's fixed cost per module outweighs a thread

@@ -11,7 +11,9 @@ An entry, under <cache dir>/programs/, is
 written as compile_cache writes cubins (temp file, fsync, rename). An entry whose magic or
 checksum is off, or that fails to unpickle, is deleted and rebuilt, never used. Pickles
 are only ever read from this cache, which mlbh itself writes (as numba's cache is).
-MLBH_PROGRAM_CACHE=0 turns the cache off.
+A program that came from the cache, or went into it, carries its key (`cache_key`), and
+what a renderer makes of it is cached beside it (`remembered`): a warm start renders
+nothing either. MLBH_PROGRAM_CACHE=0 turns the cache off.
 """
 import hashlib
 import os
@@ -69,3 +71,17 @@ def load(key: str):
 
 def store(key: str, value) -> None:
     write_atomically(entry_path(key), seal(MAGIC, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
+
+
+def remembered(program, what: str, make):
+    """make(), cached beside the program's own entry when the program carries a cache_key
+    (a rewritten program, e.g. with stores made in place, carries another key or none)."""
+    key = getattr(program, "cache_key", None)
+    if key is None:
+        return make()
+    key = hashlib.sha256(f"{key}\0{what}".encode()).hexdigest()
+    value = load(key)
+    if value is None:
+        value = make()
+        store(key, value)
+    return value

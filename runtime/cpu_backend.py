@@ -1,7 +1,7 @@
 """The CPU backend: kernels rendered to numba, dot_general through numpy's BLAS."""
 import numpy as np
 
-from mlbh.codegen import cpu
+from mlbh.codegen import cpu, program_cache
 from mlbh.codegen.cpu_compile import compile_kernels
 from mlbh.tracer import dtypes
 from mlbh.tracer.errors import MlbhError
@@ -20,7 +20,8 @@ class CpuBackend:
     def compile(self, program):
         """Load the numba module and compile every kernel (on several cores when many are
         not in numba's cache yet: codegen/cpu_compile.py)."""
-        source, names = cpu.render_program(program.kernels, headers=False)
+        source, names = program_cache.remembered(program, "cpu",
+                                                 lambda: cpu.render_program(program.kernels, headers=False))
         module = cpu.load_program(source)
         funcs = {k.name: (getattr(module, names[k.name][0]), names[k.name][1]) for k in program.kernels}
         jobs = [(fname, tuple(program.buffers[p].dtype for p in params)) for fname, params in names.values()]

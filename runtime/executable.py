@@ -77,8 +77,11 @@ class Executable:
         self.memory = plan_memory(program)
         self.aliases = self._donation_aliases(set(donate))
         in_place = {out: program.buffers[name] for out, name in self.aliases.items()}
+        key = getattr(program, "cache_key", None)
         self.program = program = replace(program, steps=[
             stores_in_place(s, in_place) if isinstance(s, Kernel) else s for s in program.steps])
+        if key is not None:  # stores made in place change the kernels, and so their renderings
+            program.cache_key = f"{key}:in-place {sorted(self.aliases.items())}" if self.aliases else key
         self.compiled = backend.compile(program)
         self.arena = backend.xp.empty(max(self.memory.peak, 1), dtype=np.uint8)
         self.views = {n: self._view(n, off) for n, off in self.memory.offsets.items()}

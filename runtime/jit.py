@@ -97,6 +97,7 @@ class Lowered:
         self.program_cache = "off" if key is None else "hit" if cached else "miss"
         if cached:
             self.program, self.memory = cached
+            self.program.cache_key = key  # its renderings are cached beside it
             self.optimized = self.program.graph
             self.timings.update(trace=t1 - t0, program_cache=t2 - t1)
             return
@@ -108,6 +109,7 @@ class Lowered:
         t5 = time.perf_counter()
         if key:
             program_cache.store(key, (self.program, self.memory))
+            self.program.cache_key = key
         self.timings.update(trace=t1 - t0, program_cache=t2 - t1 + time.perf_counter() - t5,
                             optimize=t3 - t2, fuse=t4 - t3, plan=t5 - t4)
 

@@ -105,3 +105,23 @@ def test_a_cached_program_renders_the_same_in_a_process_with_other_string_hashes
         out = subprocess.run([sys.executable, "-c", LOAD_AND_RENDER, key], env=env,
                              capture_output=True, text=True, check=True).stdout
         assert out.rstrip("\n") == want.rstrip("\n")
+
+
+def test_renderings_of_a_cached_program_are_cached_beside_it(cache_dir):
+    """The CUDA kernels a warm program renders to come from the cache, equal to a fresh
+    rendering; a program rewritten with in-place stores (donation) gets its own entry."""
+    from mlbh.codegen import cuda
+    from mlbh.runtime.cpu_backend import CpuBackend
+    from mlbh.runtime.executable import Executable
+    x = np.ones((4, 8), np.float32)
+    lowered = [jit(lambda a, b: a * 2 + b, backend="cuda").lower(x, x) for _ in range(2)][1]
+    assert lowered.program_cache == "hit"
+    fresh = [cuda.render_kernel(k) for k in lowered.program.kernels]
+    before = len(_entries(cache_dir))
+    assert cuda.render_program(lowered.program) == fresh
+    assert len(_entries(cache_dir)) == before + 1
+    assert cuda.render_program(lowered.program) == fresh  # now from the cache
+    assert len(_entries(cache_dir)) == before + 1
+    assert Executable(lowered.program, CpuBackend()).program.cache_key == lowered.program.cache_key
+    donated = Executable(lowered.program, CpuBackend(), donate=(0,))
+    assert donated.aliases and donated.program.cache_key != lowered.program.cache_key
