@@ -63,6 +63,7 @@ class Program:
     constants: dict               # buffer name -> numpy array
     steps: list                   # Kernel | DotCall, in execution order
     var_names: dict = field(default_factory=dict)
+    cache_key: str | None = None  # its program_cache key, once it came from the cache or went in
 
     @property
     def kernels(self):

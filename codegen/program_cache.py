@@ -76,7 +76,7 @@ def store(key: str, value) -> None:
 def remembered(program, what: str, make):
     """make(), cached beside the program's own entry when the program carries a cache_key
     (a rewritten program, e.g. with stores made in place, carries another key or none)."""
-    key = getattr(program, "cache_key", None)
+    key = program.cache_key
     if key is None:
         return make()
     key = hashlib.sha256(f"{key}\0{what}".encode()).hexdigest()

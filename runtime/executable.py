@@ -70,18 +70,19 @@ def apply_view(x, chain):
 
 
 class Executable:
-    def __init__(self, program, backend, donate=(), name="fn"):
+    def __init__(self, program, backend, donate=(), name="fn", memory=None):
+        """memory: the program's plan_memory, when the caller has it already."""
         self.program = program
         self.backend = backend
         self.name = name
-        self.memory = plan_memory(program)
+        self.memory = memory or plan_memory(program)
         self.aliases = self._donation_aliases(set(donate))
         in_place = {out: program.buffers[name] for out, name in self.aliases.items()}
-        key = getattr(program, "cache_key", None)
-        self.program = program = replace(program, steps=[
+        key = program.cache_key
+        if key is not None and self.aliases:  # stores made in place change the kernels and their renderings
+            key = f"{key}:in-place {sorted(self.aliases.items())}"
+        self.program = program = replace(program, cache_key=key, steps=[
             stores_in_place(s, in_place) if isinstance(s, Kernel) else s for s in program.steps])
-        if key is not None:  # stores made in place change the kernels, and so their renderings
-            program.cache_key = f"{key}:in-place {sorted(self.aliases.items())}" if self.aliases else key
         self.compiled = backend.compile(program)
         self.arena = backend.xp.empty(max(self.memory.peak, 1), dtype=np.uint8)
         self.views = {n: self._view(n, off) for n, off in self.memory.offsets.items()}

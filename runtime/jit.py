@@ -177,7 +177,7 @@ class Lowered:
         leaves_per_arg = self._leaves_per_arg()
         donate = [i for a in donate_argnums for i in leaves_per_arg[a]]
         t0 = time.perf_counter()
-        exe = Executable(self.program, make_backend(self.backend_name), donate, self.name)
+        exe = Executable(self.program, make_backend(self.backend_name), donate, self.name, self.memory)
         if cuda_graph and self.backend_name == "cuda":
             from .cuda_backend import CudaGraphExecutable
             exe = CudaGraphExecutable(exe)
