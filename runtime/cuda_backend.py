@@ -2,8 +2,8 @@
 dot_general through cuBLAS (cupy.matmul), buffers in one device arena.
 
 CuPy has no bfloat16 dtype, so bfloat16 buffers are stored as uint16 bit patterns on the
-device (kernels see raw pointers and do not care); a bfloat16 GEMM widens its operands to
-float32 for cuBLAS (fp32 accumulation) and rounds the result back to nearest even.
+device (kernels see raw pointers and do not care); a bfloat16 GEMM calls cuBLAS's bf16
+GEMM with fp32 accumulation on those bits directly (cublas_gemm).
 
 CudaGraphExecutable captures a call's whole launch list into a CUDA graph once and then
 replays it: inputs are copied into fixed device buffers first, so every replay sees the
@@ -16,7 +16,8 @@ from mlbh.codegen.cuda_device import device_arch, get_function, load_module
 from mlbh.tracer import dtypes
 from mlbh.tracer.errors import MlbhError
 
-from .executable import Executable, dot_into
+from .cublas_gemm import gemm_bf16
+from .executable import Executable, dot_into, matrix_stacks
 
 
 class CudaBackend:
@@ -63,23 +64,10 @@ class CudaBackend:
         if a.dtype != np.uint16:
             dot_into(self.xp, out, a, b, dimension_numbers)
             return
-        wide = self.xp.empty(out.size, dtype=np.float32)
-        dot_into(self.xp, wide, _bf16_to_f32(self.xp, a), _bf16_to_f32(self.xp, b), dimension_numbers)
-        out[...] = _f32_to_bf16(self.xp, wide).reshape(out.shape)
+        gemm_bf16(self.xp, out, *matrix_stacks(self.xp, a, b, dimension_numbers))
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
-
-
-def _bf16_to_f32(xp, bits):
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def _f32_to_bf16(xp, x):
-    """Round to nearest even, keeping NaN a NaN."""
-    bits = x.view(np.uint32)
-    rounded = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
-    return xp.where(xp.isnan(x), np.uint32(0x7FC0), rounded).astype(np.uint16)
 
 
 class CudaGraphExecutable:

@@ -40,19 +40,26 @@ def to_host(x):
 
 def dot_into(xp, out, a, b, dimension_numbers):
     """out[...] = dot_general(a, b): batch axes first, then a's free axes, then b's."""
-    (lc, rc), (lb, rb) = dimension_numbers
-    af = [d for d in range(a.ndim) if d not in lc and d not in lb]
-    bf = [d for d in range(b.ndim) if d not in rc and d not in rb]
-    nb = int(np.prod([a.shape[d] for d in lb], dtype=np.int64))
-    m = int(np.prod([a.shape[d] for d in af], dtype=np.int64))
-    k = int(np.prod([a.shape[d] for d in lc], dtype=np.int64))
-    n = int(np.prod([b.shape[d] for d in bf], dtype=np.int64))
-    a3 = xp.transpose(a, [*lb, *af, *lc]).reshape(nb, m, k)
-    b3 = xp.transpose(b, [*rb, *rc, *bf]).reshape(nb, k, n)
+    a3, b3 = matrix_stacks(xp, a, b, dimension_numbers)
+    nb, m, n = a3.shape[0], a3.shape[1], b3.shape[2]
     if nb == 1:
         xp.matmul(a3[0], b3[0], out=out.reshape(m, n))
     else:
         xp.matmul(a3, b3, out=out.reshape(nb, m, n))
+
+
+def matrix_stacks(xp, a, b, dimension_numbers):
+    """dot_general's operands as matmul stacks (batch, m, k) and (batch, k, n): views where
+    the axes merge, else copies."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    af = [d for d in range(a.ndim) if d not in lc and d not in lb]
+    bf = [d for d in range(b.ndim) if d not in rc and d not in rb]
+
+    def size(x, axes):
+        return int(np.prod([x.shape[d] for d in axes], dtype=np.int64))
+    nb, m, k, n = size(a, lb), size(a, af), size(a, lc), size(b, bf)
+    return (xp.transpose(a, [*lb, *af, *lc]).reshape(nb, m, k),
+            xp.transpose(b, [*rb, *rc, *bf]).reshape(nb, k, n))
 
 
 def describe_step(program, step):

@@ -81,6 +81,22 @@ def test_dtype_case_matches_reference(case):
     cuda_matches_reference(fn, args, name, _close_low_precision)
 
 
+@pytest.mark.parametrize("dims, a_shape, b_shape", [
+    ((((1,), (0,)), ((), ())), (64, 48), (48, 80)),
+    ((((1,), (1,)), ((), ())), (64, 48), (80, 48)),
+    ((((0, 1), (0, 1)), ((), ())), (4, 32, 24), (4, 32, 40)),
+    ((((3,), (3,)), ((0, 1), (0, 1))), (2, 3, 16, 8), (2, 3, 16, 8)),
+    ((((2,), (2,)), ((0, 1), (0, 1))), (2, 3, 16, 16), (2, 3, 16, 8)),
+])
+def test_bfloat16_gemm_on_cublas_matches_reference(dims, a_shape, b_shape):
+    """bf16 operands, fp32 accumulation, bf16 result: cublasGemmStridedBatchedEx's layouts."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(a_shape).astype(BF16)
+    b = rng.standard_normal(b_shape).astype(BF16)
+    fn = lambda a, b: T.lax.dot_general(T.lax.tanh(a), b, dims)  # noqa: E731 (a kernel feeds the GEMM)
+    cuda_matches_reference(fn, (a, b), f"dot_general {dims}", compare=_close_low_precision)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_gpt_block_forward_backward(dtype):
     cfg = BlockConfig(batch=2, seq=32, width=64, heads=4, vocab=128)
