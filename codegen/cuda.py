@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import program_cache
-from .compile_cache import cached_compile_cubin
+from .compile_cache import cached_compile_cubin, count_remembered, toolchain_fingerprint
 from .cuda_expr import Scope
 from .cuda_header import header_comment
 from .cuda_kernel import KernelWriter, identifier, parameters
@@ -37,7 +37,7 @@ from .cuda_prelude import prelude
 from .identifiers import by_first_use, canonical
 from .cuda_rows import row_loops
 from .kernel_ir import Kernel
-from .nvrtc import NvrtcCompileError
+from .nvrtc import NvrtcCompileError, normalize_arch
 
 
 @dataclass
@@ -112,7 +112,29 @@ def compile_program(program, arch: str = "sm_80", options: tuple = (), separate:
     separate=True compiles each kernel's own source instead. The split depends only on
     the kernel list and the module count, so a warm cache hits every module.
     Compile errors raise NvrtcCompileError (its message quotes the offending lines).
+    A cached program (one with a cache_key) remembers its module cubins beside it, keyed
+    by arch, options and the toolchain's fingerprint: a warm start neither loads NVRTC
+    nor looks a module up.
     """
+    if separate or modules is not None or program.cache_key is None:
+        return _compile_modules(program, arch, options, separate, modules)
+    built = []
+
+    def build():
+        pairs = _compile_modules(program, arch, options)
+        results = list({id(r): r for _, r in pairs}.values())
+        index = {id(r): i for i, r in enumerate(results)}
+        built.append(True)
+        return {"results": results, "owner": [index[id(r)] for _, r in pairs]}
+
+    what = f"cubins {normalize_arch(arch)} {list(options)} {toolchain_fingerprint()}"
+    cubins = program_cache.remembered(program, what, build)
+    if not built:
+        count_remembered(len(cubins["results"]))
+    return [(kc, cubins["results"][i]) for kc, i in zip(render_program(program), cubins["owner"])]
+
+
+def _compile_modules(program, arch, options, separate=False, modules=None) -> list:
     kernels = render_program(program)
     if not kernels:
         return []

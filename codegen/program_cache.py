@@ -1,8 +1,8 @@
 """On-disk cache of lowered programs: a traced graph -> its optimized graph, fused Program
 and memory plan, so a warm start skips the graph passes, fusion and memory planning.
 
-The key is a sha256 over the traced graph's serialized form (tracer.serialize: every eqn,
-shape, dtype, constant and source line), the backend (fusion differs per backend) and a
+The key is a sha256 over the traced graph's serialized form (tracer.serialize.digest: every
+eqn, shape, dtype, constant and source line), the backend (fusion differs per backend) and a
 fingerprint of mlbh's tracer and codegen sources, so any change to the compiler misses.
 An entry, under <cache dir>/programs/, is
 
@@ -47,9 +47,7 @@ def code_fingerprint() -> str:
 
 
 def program_key(traced, backend: str) -> str:
-    digest = hashlib.sha256(f"{code_fingerprint()}\0{backend}\0".encode())
-    digest.update(serialize.dumps(traced).encode())
-    return digest.hexdigest()
+    return hashlib.sha256(f"{code_fingerprint()}\0{backend}\0{serialize.digest(traced)}".encode()).hexdigest()
 
 
 def entry_path(key: str) -> str:

@@ -125,3 +125,31 @@ def test_renderings_of_a_cached_program_are_cached_beside_it(cache_dir):
     assert Executable(lowered.program, CpuBackend()).program.cache_key == lowered.program.cache_key
     donated = Executable(lowered.program, CpuBackend(), donate=(0,))
     assert donated.aliases and donated.program.cache_key != lowered.program.cache_key
+
+
+def test_a_cached_program_remembers_its_cubins_until_the_toolchain_changes(cache_dir, monkeypatch):
+    """A warm compile_program neither compiles nor looks a module up in the cubin cache;
+    another toolchain (here: another CUDA_PATH) compiles again."""
+    from mlbh.codegen import compile_cache, cuda, nvrtc
+    support = nvrtc.cubin_supported()
+    if not support:
+        pytest.skip(f"cannot build cubins: {support.reason}")
+    monkeypatch.setattr(compile_cache, "_toolchain", [])
+    x = np.ones((4, 8), np.float32)
+    lowered = [jit(lambda a, b: ops.tanh(a) * b, backend="cuda").lower(x, x) for _ in range(2)][1]
+    compile_cache.clear_memory_cache()
+    before = compile_cache.cache_stats()
+    cold = cuda.compile_program(lowered.program, "sm_80")
+    mid = compile_cache.cache_stats()
+    assert mid["misses"] - before["misses"] == 1 and mid["remembered"] == before["remembered"]
+    warm = cuda.compile_program(lowered.program, "sm_80")
+    after = compile_cache.cache_stats()
+    assert after["remembered"] - mid["remembered"] == 1
+    assert {k: after[k] - mid[k] for k in ("memory_hits", "disk_hits", "misses")} == dict.fromkeys(
+        ("memory_hits", "disk_hits", "misses"), 0)
+    assert [(kc.source, r.cubin) for kc, r in warm] == [(kc.source, r.cubin) for kc, r in cold]
+
+    monkeypatch.setenv("CUDA_PATH", "/elsewhere/cuda-99")
+    monkeypatch.setattr(compile_cache, "_toolchain", [])
+    cuda.compile_program(lowered.program, "sm_80")
+    assert compile_cache.cache_stats()["remembered"] == after["remembered"]

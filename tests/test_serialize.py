@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mlbh import tracer as T
 from mlbh.tracer import lax, ops, pytree
 from mlbh.tracer.errors import IRFileError
-from mlbh.tracer.serialize import dumps, loads
+from mlbh.tracer.serialize import digest, dumps, loads
 
 from test_passes import SHAPES, build, programs
 
@@ -31,6 +31,7 @@ def roundtrip(graph, tmp_path, name="g.json"):
     assert loaded.in_tree == graph.in_tree and loaded.out_tree == graph.out_tree
     assert loaded.provenance == graph.provenance
     assert dumps(loaded) == dumps(graph)  # a second round trip changes nothing
+    assert digest(loaded) == digest(graph)  # the cache key covers only what the file holds
     return loaded
 
 
@@ -164,6 +165,22 @@ def _raises_one_line(path, *fragments):
     for frag in fragments:
         assert frag in msg, msg
     return msg
+
+
+def test_the_digest_tells_apart_what_the_file_tells_apart():
+    x = randn(2, 3)
+    c1, c2 = np.ones((2, 3), np.float32), np.ones((2, 3), np.float32)
+    c2[1, 2] = 2.0
+    same = [T.trace(lambda a: a * ops.asarray(c1) + 1.0, x) for _ in range(2)]  # one line: one call site
+    other_constant = T.trace(lambda a: a * ops.asarray(c2) + 1.0, x)
+    other_literal = T.trace(lambda a: a * ops.asarray(c1) + 1, x)
+    other_line = T.trace(lambda a: a * ops.asarray(c1) + 1.0,
+                         x)
+    other_shape = T.trace(lambda a: a * ops.asarray(c1[:1]) + 1.0, x[:1])
+    assert digest(same[0]) == digest(same[1])
+    keys = [digest(g) for g in (same[0], other_constant, other_literal, other_line, other_shape)]
+    assert len(set(keys)) == len(keys)
+    assert len({dumps(g) for g in (same[0], other_constant, other_literal, other_line, other_shape)}) == len(keys)
 
 
 def test_missing_file(tmp_path):

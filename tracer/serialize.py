@@ -8,6 +8,7 @@ Format (version 1): {"format": "mlbh-graph", "version": 1, "graph": G} where G i
 {"ndarray": base64, "dtype", "shape"}; nested graphs as {"graph": G}.
 """
 import base64
+import hashlib
 import json
 import math
 import os
@@ -107,6 +108,46 @@ def graph_from_json(obj: dict) -> Graph:
                  pytree.from_json(obj["in_tree"]) if obj.get("in_tree") else None,
                  pytree.from_json(obj["out_tree"]) if obj.get("out_tree") else None,
                  list(obj.get("provenance", [])))
+
+
+def digest(graph: Graph) -> str:
+    """sha256 (hex) of everything dumps() writes, computed without building the JSON (a
+    cache key, not a file: 2-3x faster for GPT-2's train step)."""
+    h = hashlib.sha256()
+    _digest_into(h, graph)
+    return h.hexdigest()
+
+
+def _digest_into(h, graph):
+    ids = {}
+
+    def var(v):
+        ids[v] = len(ids)
+        return v.shape, v.dtype
+
+    lines = [repr([var(v) for v in graph.inputs])]
+    for e in graph.eqns:
+        ins = [ids[v] for v in e.inputs]
+        lines.append(repr((e.prim, ins, [var(v) for v in e.outputs],
+                           [(k, _key(v)) for k, v in e.params.items()], e.source, e.scope)))
+    lines.append(repr(([ids[v] for v in graph.outputs], graph.in_tree, graph.out_tree, graph.provenance)))
+    h.update("\n".join(lines).encode())
+
+
+def _key(value):
+    """A param as a value whose repr identifies it (as _enc's JSON does)."""
+    if isinstance(value, Graph):
+        return "graph", digest(value)
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        return "ndarray", dtypes.name_of(value.dtype), value.shape, hashlib.sha256(data.tobytes()).hexdigest()
+    if isinstance(value, tuple):
+        return tuple(_key(v) for v in value)
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise param of type {type(value).__name__}")
 
 
 def dumps(graph: Graph) -> str:
