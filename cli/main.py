@@ -19,8 +19,16 @@ def installed_version() -> str:
         return "unknown (not installed as a package)"
 
 
+def _print_version(ctx, _param, value):
+    """--version, looked up only when asked (importlib.metadata costs ~40 ms at start-up)."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"mlbh, version {installed_version()}")
+        ctx.exit()
+
+
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(installed_version(), "--version", prog_name="mlbh")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 def cli():
     """mlbh: a functional autodiff compiler in plain Python (no JAX), built to train GPT-2.
 

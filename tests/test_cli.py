@@ -260,6 +260,14 @@ def test_help_teaches_the_pipeline_and_lists_commands():
     assert "trace" in out and "autodiff" in out and "fusion" in out and "codegen" in out
 
 
+def test_version_names_the_installed_package():
+    from mlbh.cli.main import installed_version
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"mlbh, version {installed_version()}\n"
+    assert "--version" in invoke("--help").stdout
+
+
 def test_demo_checks_the_gradient_and_passes(tmp_path):
     result = invoke("demo", "--save", tmp_path)
     assert result.exit_code == 0, result.output
