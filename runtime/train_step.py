@@ -31,12 +31,14 @@ def make_micro_step(model):
 class StepRunner:
     """Runs optimizer steps: micro-batches with fp32 accumulation, then the AdamW update."""
 
-    def __init__(self, model, opt: AdamWConfig, backend):
+    def __init__(self, model, opt: AdamWConfig, backend, cuda_graph=False):
+        """cuda_graph: replay each compiled function as one captured CUDA graph (no
+        per-kernel launch cost; inputs and outputs are copied in and out per call)."""
         self.model = model
         self.opt = opt
         self.backend = backend
-        self.micro = jit(make_micro_step(model), backend=backend, donate_argnums=(1,))
-        self.update = jit(make_update(opt), backend=backend, donate_argnums=(0, 1, 2))
+        self.micro = jit(make_micro_step(model), backend=backend, donate_argnums=(1,), cuda_graph=cuda_graph)
+        self.update = jit(make_update(opt), backend=backend, donate_argnums=(0, 1, 2), cuda_graph=cuda_graph)
         self._spare_sums = None  # last step's gradient sums, zeroed and reused by the next
         self.xp = np
         if backend == "cuda":

@@ -34,8 +34,8 @@ def flops_per_token(config, seq):
     return 6 * params + 12 * config.n_layer * config.n_embd * seq
 
 
-def mlbh_gpu_contender(config, data, backend):
-    runner = StepRunner(GPT2(config), OPT, backend)
+def mlbh_gpu_contender(config, data, backend, cuda_graph=False):
+    runner = StepRunner(GPT2(config), OPT, backend, cuda_graph=cuda_graph)
     params = runner.to_device(GPT2(config).init_params(0))
     state = {"params": params, "m": runner.zeros_like(params), "v": runner.zeros_like(params), "step": 0}
 
@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--no-torch", action="store_true", help="time mlbh only")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="also time mlbh with each step's functions replayed as CUDA graphs")
     args = ap.parse_args()
 
     config = preset(args.preset, compute_dtype=args.dtype if args.device == "cuda" else "float32")
@@ -83,6 +85,8 @@ def main():
           f"{args.batch} x {args.seq} tokens/step, {args.dtype}, {args.steps} timed steps in {args.rounds} rounds")
 
     contenders = {"mlbh": mlbh_gpu_contender(config, data, "cuda" if args.device == "cuda" else "cpu")}
+    if args.cuda_graph and args.device == "cuda":
+        contenders["mlbh cuda graph"] = mlbh_gpu_contender(config, data, "cuda", cuda_graph=True)
     if torch is not None:
         autocast = getattr(torch, args.dtype) if args.dtype != "float32" else None
         contenders["torch eager"] = torch_contender(config, data, False, args.device, autocast)

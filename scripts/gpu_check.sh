@@ -9,7 +9,8 @@
 # Env: PYTHON (interpreter, default python or python3), BENCH_TIMEOUT (s per bench, default
 # 300, 0 = none), PARTS (default "tests bench": "tests" alone or "bench" alone splits the
 # check over two device calls, each of which may run at most 10 minutes).
-# The benchmarks are the GPU ones, scripts/bench_*_gpu.py; the others time the CPU.
+# The benchmarks are the GPU ones, scripts/bench_*_gpu.py (the others time the CPU), then
+# the train step again with --cuda-graph.
 
 set -u
 cd "$(dirname "$0")/.."
@@ -193,13 +194,23 @@ if [[ " $PARTS " == *" bench "* ]]; then
         echo "no scripts/bench_*_gpu.py found; nothing to run"
     fi
 fi
+# each bench with its defaults; then the train step once more, with CUDA-graph replay beside
+# plain launches and torch eager (a crash there cannot take the default run's figures)
+RUNS=()
 for bench in "${BENCHES[@]}"; do
-    name=$(basename "$bench" .py)
+    RUNS+=("$(basename "$bench" .py)|$bench")
+done
+if [ ${#BENCHES[@]} -gt 0 ] && [ -f scripts/bench_train_gpu.py ]; then
+    RUNS+=("bench_train_gpu_cuda_graph|scripts/bench_train_gpu.py --cuda-graph --no-compile")
+fi
+for run in "${RUNS[@]}"; do
+    name=${run%%|*}
+    read -r -a cmd <<< "${run#*|}"
     banner "benchmark $name"
     if [ "$BENCH_TIMEOUT" != "0" ] && command -v timeout >/dev/null 2>&1; then
-        run_logged "$name" "$LOGDIR/$name.log" timeout "$BENCH_TIMEOUT" "$PY" "$bench"
+        run_logged "$name" "$LOGDIR/$name.log" timeout "$BENCH_TIMEOUT" "$PY" "${cmd[@]}"
     else
-        run_logged "$name" "$LOGDIR/$name.log" "$PY" "$bench"
+        run_logged "$name" "$LOGDIR/$name.log" "$PY" "${cmd[@]}"
     fi
     if [ "$RC" -eq 124 ]; then
         record "$name" "$RC" "timed out after ${BENCH_TIMEOUT} s"
