@@ -13,6 +13,7 @@ metadata or ELF header is off is deleted and recompiled, never used.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -34,7 +35,6 @@ _CHECKSUM_LEN = 64  # hex sha256
 _lock = threading.Lock()
 _memory: dict = {}
 _stats = {"memory_hits": 0, "disk_hits": 0, "remembered": 0, "misses": 0, "corrupt": 0}
-_toolchain = []
 
 
 class CorruptEntry(Exception):
@@ -61,30 +61,29 @@ def _cupy_version() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=None)
 def toolchain_fingerprint() -> str:
     """sha256 naming the CUDA toolchain as installed, found without loading it (importing
     CuPy's NVRTC bindings imports CuPy, ~0.25 s): CuPy's version file, the names (so the
     versions) of installed cupy* and nvidia* distributions, CUDA_PATH, CUDA_HOME,
     LD_LIBRARY_PATH and where /usr/local/cuda points. A program's cubins are remembered
     under it, so upgrading any of these compiles again."""
-    if not _toolchain:
-        parts = [os.environ.get(v, "") for v in ("CUDA_PATH", "CUDA_HOME", "LD_LIBRARY_PATH")]
-        parts.append(os.path.realpath("/usr/local/cuda"))
-        spec = importlib.util.find_spec("cupy")
-        if spec is not None and spec.origin:
-            try:
-                with open(os.path.join(os.path.dirname(spec.origin), "_version.py"), encoding="utf-8") as f:
-                    parts.append(f.read())
-            except OSError:
-                parts.append("cupy version unknown")
-        for entry in sys.path:
-            try:
-                names = os.listdir(entry or ".")
-            except OSError:
-                continue
-            parts += sorted(n for n in names if re.match(r"(cupy|nvidia)[-_].*\.(dist|egg)-info$", n, re.I))
-        _toolchain.append(hashlib.sha256("\0".join(parts).encode()).hexdigest())
-    return _toolchain[0]
+    parts = [os.environ.get(v, "") for v in ("CUDA_PATH", "CUDA_HOME", "LD_LIBRARY_PATH")]
+    parts.append(os.path.realpath("/usr/local/cuda"))
+    spec = importlib.util.find_spec("cupy")
+    if spec is not None and spec.origin:
+        try:
+            with open(os.path.join(os.path.dirname(spec.origin), "_version.py"), encoding="utf-8") as f:
+                parts.append(f.read())
+        except OSError:
+            parts.append("cupy version unknown")
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        parts += sorted(n for n in names if re.match(r"(cupy|nvidia)[-_].*\.(dist|egg)-info$", n, re.I))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 def cache_key(source: str, arch: str, options=()) -> str:

@@ -15,6 +15,7 @@ A program that came from the cache, or went into it, carries its key (`cache_key
 what a renderer makes of it is cached beside it (`remembered`): a warm start renders
 nothing either. MLBH_PROGRAM_CACHE=0 turns the cache off.
 """
+import functools
 import hashlib
 import os
 import pickle
@@ -24,26 +25,23 @@ from mlbh.tracer import serialize
 from .compile_cache import CorruptEntry, cache_dir, read_sealed, seal, unseal, write_atomically
 
 MAGIC = b"MLBHPROG1\n"
-_fingerprint = None
 
 
 def enabled() -> bool:
     return os.environ.get("MLBH_PROGRAM_CACHE", "1") != "0"
 
 
+@functools.lru_cache(maxsize=None)
 def code_fingerprint() -> str:
     """sha256 of every source file of the compiler (tracer and codegen packages)."""
-    global _fingerprint
-    if _fingerprint is None:
-        here = os.path.dirname(os.path.abspath(__file__))
-        digest = hashlib.sha256()
-        for package in (os.path.join(here, "..", "tracer"), here):
-            for name in sorted(os.listdir(package)):
-                if name.endswith(".py"):
-                    with open(os.path.join(package, name), "rb") as f:
-                        digest.update(name.encode() + b"\0" + f.read() + b"\0")
-        _fingerprint = digest.hexdigest()
-    return _fingerprint
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for package in (os.path.join(here, "..", "tracer"), here):
+        for name in sorted(os.listdir(package)):
+            if name.endswith(".py"):
+                with open(os.path.join(package, name), "rb") as f:
+                    digest.update(name.encode() + b"\0" + f.read() + b"\0")
+    return digest.hexdigest()
 
 
 def program_key(traced, backend: str) -> str:

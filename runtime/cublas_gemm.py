@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 OP_N, OP_T = 0, 1
-CUDA_R_32F, CUDA_R_16BF = 0, 14
+CUDA_R_16BF = 14
 CUBLAS_COMPUTE_32F = 68
 CUBLAS_GEMM_DEFAULT = -1
 
@@ -71,8 +71,8 @@ def plan_gemm(a_shape, a_strides, b_shape, b_strides):
 
 
 def gemm_bf16(cupy, out, a3, b3):
-    """out (flat, batch*m*n, bf16 bits or float32) = a3 (batch, m, k) . b3 (batch, k, n),
-    operands bf16 bits as uint16, accumulated in fp32."""
+    """out (flat, batch*m*n) = a3 (batch, m, k) . b3 (batch, k, n), all bf16 bits as
+    uint16, accumulated in fp32."""
     from cupy_backends.cuda.libs import cublas
 
     if out.size == 0:
@@ -80,9 +80,8 @@ def gemm_bf16(cupy, out, a3, b3):
     if a3.shape[2] == 0:
         out.fill(0)
         return
-    a3, b3 = (x if matrix_layout(x.shape, _elements(x)) else cupy.ascontiguousarray(x) for x in (a3, b3))
-    plan = plan_gemm(a3.shape, _elements(a3), b3.shape, _elements(b3))
-    out_type = CUDA_R_16BF if out.dtype == np.uint16 else CUDA_R_32F
+    a3, b3 = (x if matrix_layout(x.shape, element_strides(x)) else cupy.ascontiguousarray(x) for x in (a3, b3))
+    plan = plan_gemm(a3.shape, element_strides(a3), b3.shape, element_strides(b3))
     handle = cupy.cuda.device.get_cublas_handle()
     cublas.setStream(handle, cupy.cuda.get_current_stream().ptr)
     cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
@@ -90,11 +89,11 @@ def gemm_bf16(cupy, out, a3, b3):
         handle, plan.first.op, plan.second.op, plan.m, plan.n, plan.k,
         _ONE.ctypes.data, b3.data.ptr, CUDA_R_16BF, plan.first.ld, plan.first.stride,
         a3.data.ptr, CUDA_R_16BF, plan.second.ld, plan.second.stride,
-        _ZERO.ctypes.data, out.data.ptr, out_type, plan.ldc, plan.stride_c,
+        _ZERO.ctypes.data, out.data.ptr, CUDA_R_16BF, plan.ldc, plan.stride_c,
         plan.batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
 
 
-def _elements(x):
+def element_strides(x):
     return [s // x.itemsize for s in x.strides]
 
 

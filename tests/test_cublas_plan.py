@@ -3,7 +3,7 @@ cublasGemmStridedBatchedEx's column-major contract (as cuBLAS documents it)."""
 import numpy as np
 import pytest
 
-from mlbh.runtime.cublas_gemm import OP_N, matrix_layout, plan_gemm
+from mlbh.runtime.cublas_gemm import OP_N, element_strides, matrix_layout, plan_gemm
 from mlbh.runtime.executable import matrix_stacks
 
 
@@ -32,18 +32,14 @@ def flat_from(x):
 
 def run_plan(a3, b3):
     """What gemm_bf16 does with these stacks, run through the cuBLAS model: row-major C."""
-    a3, b3 = (x if matrix_layout(x.shape, _elements(x)) else np.ascontiguousarray(x) for x in (a3, b3))
-    plan = plan_gemm(a3.shape, _elements(a3), b3.shape, _elements(b3))
+    a3, b3 = (x if matrix_layout(x.shape, element_strides(x)) else np.ascontiguousarray(x) for x in (a3, b3))
+    plan = plan_gemm(a3.shape, element_strides(a3), b3.shape, element_strides(b3))
     c = cublas_strided_batched(plan.first.op, plan.second.op, plan.m, plan.n, plan.k,
                                flat_from(b3), plan.first.ld, plan.first.stride,
                                flat_from(a3), plan.second.ld, plan.second.stride,
                                plan.ldc, plan.stride_c, plan.batch)
     nb, m, n = a3.shape[0], a3.shape[1], b3.shape[2]
     return c.reshape(nb, m, n)
-
-
-def _elements(x):
-    return [s // x.itemsize for s in x.strides]
 
 
 def randn(*shape, seed=0):
@@ -80,12 +76,12 @@ def test_heads_inside_packed_qkv_are_read_in_place_or_copied():
 def test_padded_rows_use_the_leading_dimension_and_odd_strides_are_copied():
     buf = randn(4 * 10)
     padded = buf.reshape(4, 10)[:, :7][None]           # row stride 10, 7 columns: ld 10
-    assert matrix_layout(padded.shape, _elements(padded)).ld == 10
+    assert matrix_layout(padded.shape, element_strides(padded)).ld == 10
     every_other = buf.reshape(4, 10)[:, ::2][None]     # no unit stride: copied first
-    assert matrix_layout(every_other.shape, _elements(every_other)) is None
+    assert matrix_layout(every_other.shape, element_strides(every_other)) is None
     b = randn(1, 7, 3, seed=3)
     for a3 in (padded, every_other[:, :, :5]):
         bb = b[:, :a3.shape[2]]
         np.testing.assert_allclose(run_plan(a3, bb), np.matmul(a3.astype(np.float64), bb), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="copy the operand"):
-        plan_gemm(every_other.shape, _elements(every_other), (1, 5, 3), (15, 3, 1))
+        plan_gemm(every_other.shape, element_strides(every_other), (1, 5, 3), (15, 3, 1))
