@@ -7,8 +7,9 @@ import click
 @click.command()
 @click.argument("model", type=click.Choice(["gpt2"]))
 @click.option("--preset", default="gpt2", show_default=True, help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, mini")
-@click.option("--micro-batch", default=8, show_default=True, help="Sequences per micro-step.")
-@click.option("--seq-len", default=1024, show_default=True, help="Tokens per sequence.")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Sequences per micro-step.")
+@click.option("--seq-len", type=click.IntRange(min=1), default=1024, show_default=True, help="Tokens per sequence.")
 @click.option("--backend", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
               help="cuda generates CUDA C and compiles it to cubin with NVRTC (no GPU needed).")
 @click.option("--arch", default="sm_90", show_default=True, help="CUDA architecture for the cubin.")

@@ -91,9 +91,9 @@ def _evaluate_tasks(checkpoint, tasks, task_dirs, batch_size, backend, limit, nu
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--prompt", "prompts", multiple=True, default=["\n"], show_default=True,
               help="Text to continue; repeat for several prompts.")
-@click.option("--max-new-tokens", default=200, show_default=True)
-@click.option("--temperature", default=0.8, show_default=True, help="0 = greedy.")
-@click.option("--top-k", default=50, show_default=True, help="0 = no top-k cut.")
+@click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(min=0))
+@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
+@click.option("--top-k", default=50, show_default=True, type=click.IntRange(min=0), help="0 = no top-k cut.")
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
               help="Nucleus sampling: keep the most likely tokens up to this much probability.")
 @click.option("--seed", default=0, show_default=True)
@@ -110,9 +110,10 @@ def sample(checkpoint, prompts, max_new_tokens, temperature, top_k, top_p, seed,
     """
     from mlbh.runtime.jit import default_backend
     from mlbh.runtime.model_families import load_model
-    from mlbh.runtime.sampling import KVSampler
+    from mlbh.runtime.sampling import KVSampler, check_sampling
     from mlbh.runtime.tokenizer import Tokenizer
     from mlbh.tracer.errors import CheckpointError
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
     ck, model = load_model(checkpoint)
     if ck.tokenizer_path is None:
         raise CheckpointError(f"{ck.path}: the checkpoint has no tokenizer")

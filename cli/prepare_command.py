@@ -40,7 +40,11 @@ def prepare(source, out, tokenizer, val_fraction, num_proc, shard_tokens, seed):
             from mlbh.runtime.prepare import iter_documents, resolve_source
             kind, value = resolve_source(docs)
             docs = list(iter_documents(kind, value))
-        tok = Tokenizer.train(docs, int(tokenizer.split(":", 1)[1]), progress=True)
+        size = tokenizer.split(":", 1)[1]
+        if not size.isdigit():
+            raise click.BadParameter(f"train:N needs a whole number of tokens, got {tokenizer!r}",
+                                     param_hint="--tokenizer")
+        tok = Tokenizer.train(docs, int(size), progress=True)
     else:
         tok = Tokenizer.load(tokenizer)
     meta = prepare_dataset(docs, out, tok, val_fraction=val_fraction, shard_tokens=shard_tokens,

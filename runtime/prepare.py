@@ -216,8 +216,13 @@ def _file_documents(path, separator, text_field):
         yield from _jsonl_documents(path, text_field)
     elif path.suffix == ".parquet":
         datasets = _import_datasets(str(path))
-        rows = datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=True)
-        yield from _row_texts(rows, text_field, str(path))
+        try:
+            rows = datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=True)
+            yield from _row_texts(rows, text_field, str(path))
+        except DataError:
+            raise
+        except Exception as e:  # pyarrow and datasets raise many types for a broken file
+            raise DataError(f"{path}: cannot read it as parquet ({e})") from e
     else:
         raise DataError(f"{path}: unsupported source file type (expected {', '.join(FILE_SUFFIXES)})")
 

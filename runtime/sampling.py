@@ -1,7 +1,11 @@
 """Text generation: KVSampler (prefill once, then one cached decode step per token) and
 WindowSampler (recompute a fixed window per token; the baseline the decode benchmark
 compares against)."""
+import math
+
 import numpy as np
+
+from mlbh.tracer.errors import ConfigError
 
 from .executable import to_host
 from .jit import jit
@@ -14,6 +18,7 @@ class WindowSampler:
         self.forward = jit(model.forward, backend=backend)
 
     def generate(self, params, prompt_ids, n_tokens, temperature=0.8, top_k=50, seed=0, on_token=None):
+        check_sampling(n_tokens, temperature, top_k)
         rng = np.random.default_rng(seed)
         ids = list(prompt_ids) or [0]
         for _ in range(n_tokens):
@@ -25,6 +30,18 @@ class WindowSampler:
             if on_token:
                 on_token(ids[-1])
         return ids
+
+
+def check_sampling(n_tokens, temperature, top_k, top_p=1.0):
+    """ConfigError naming the first unusable generation setting."""
+    if not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
+        raise ConfigError(f"the number of new tokens must be a whole number >= 0, got {n_tokens!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ConfigError(f"top_k must be a whole number >= 0 (0 = no cut), got {top_k!r}")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
 def _pick(logits, temperature, top_k, rng, top_p=1.0):
@@ -60,6 +77,7 @@ class KVSampler:
                  top_p=1.0):
         """prompt_ids + up to n_tokens new ids; on_token(id) sees each new id as it comes and
         stops the generation by returning True."""
+        check_sampling(n_tokens, temperature, top_k, top_p)
         rng = np.random.default_rng(seed)
         ids = list(prompt_ids) or [0]
         context = self.model.context

@@ -1,6 +1,7 @@
 """Training configuration: defaults, a TOML/JSON file, flags on top; validated up front."""
 import json
 import os
+import typing
 from dataclasses import asdict, dataclass, fields, replace
 
 from mlbh.tracer.errors import ConfigError
@@ -35,8 +36,9 @@ class TrainConfig:
     world_size: int = 1
 
     def validate(self):
-        if self.micro_batch < 1 or self.global_batch < 1:
-            raise ConfigError("micro_batch and global_batch must be positive")
+        check_setting_types(self.to_dict(), "setting")
+        if self.micro_batch < 1 or self.global_batch < 1 or self.world_size < 1:
+            raise ConfigError("micro_batch, global_batch and world_size must be positive")
         per_step = self.micro_batch * self.world_size
         if self.global_batch % per_step:
             raise ConfigError(f"global_batch {self.global_batch} is not divisible by micro_batch x world_size "
@@ -45,6 +47,13 @@ class TrainConfig:
             raise ConfigError("max_steps and seq_len must be positive")
         if self.eval_interval < 1 or self.eval_batches < 1 or self.log_interval < 1:
             raise ConfigError("eval_interval, eval_batches and log_interval must be positive")
+        if self.warmup_steps < 0 or self.sample_tokens < 0 or self.keep_last < 1:
+            raise ConfigError("warmup_steps and sample_tokens must be >= 0, keep_last >= 1")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError(f"weight_decay and grad_clip must be >= 0 (grad_clip 0 = off), got "
+                              f"{self.weight_decay} and {self.grad_clip}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"AdamW needs 0 <= beta1, beta2 < 1, got {self.beta1} and {self.beta2}")
         if self.backend not in (None, "cpu", "cuda", "reference"):
             raise ConfigError(f"backend must be cpu, cuda or reference, got {self.backend!r}")
         return self
@@ -85,4 +94,23 @@ def load_config_file(path) -> dict:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{path}: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    check_setting_types(data, f"{path}: setting")
     return data
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def check_setting_types(settings: dict, where: str):
+    """Each value has its TrainConfig field's type (an integer is a fine float; a bool is not
+    an integer, though Python says it is)."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for name, value in settings.items():
+        allowed = typing.get_args(types[name]) or (types[name],)
+        if value is None and type(None) in allowed:
+            continue
+        kind = bool if isinstance(value, bool) else type(value)
+        if kind in allowed or (kind is int and float in allowed):
+            continue
+        wanted = " or ".join(_TYPE_NAMES[t] for t in allowed if t in _TYPE_NAMES)
+        raise ConfigError(f"{where} {name} must be {wanted}, got {value!r}")

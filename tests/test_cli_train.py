@@ -54,6 +54,15 @@ def test_train_writes_metrics_checkpoints_and_a_sample(prepared, tmp_path):
     assert (checkpoint / "tokenizer.json").exists(), "the checkpoint carries its tokenizer"
     ev = invoke("eval", run)
     assert ev.exit_code == 1 and "needs --data PREPARED_DIR, --tasks" in ev.stderr
+    ev = invoke("eval", run, "--data", prepared, "--batch-size", 0)
+    assert ev.exit_code == 1 and ev.stderr.strip() == "mlbh: error: batch_size must be positive, got 0"
+
+    bigger_vocab = tmp_path / "bigger_vocab"
+    sources = sorted(prepared.parent.glob("doc*.txt"))
+    assert invoke("prepare", *sources, "--out", bigger_vocab, "--tokenizer", "gpt2", "--num-proc", "1",
+                  "--val-fraction", "0.2").exit_code == 0
+    ev = invoke("eval", run, "--data", bigger_vocab, "--backend", "cpu")
+    assert ev.exit_code == 1 and "split 'val': token id 50256 at (batch 0, position 0) is outside" in ev.stderr
 
 
 def test_bad_config_is_one_line_error(tmp_path):

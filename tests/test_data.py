@@ -179,6 +179,21 @@ def test_prepare_source_errors(tmp_path):
         prepare_dataset(["x"], tmp_path / "out4", big, progress=False)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="needs datasets")
+def test_prepare_reads_parquet_and_names_a_broken_one(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"text": ["alpha", "beta"], "n": [1, 2]}), tmp_path / "good.parquet")
+    meta = prepare_dataset([tmp_path / "good.parquet"], tmp_path / "out", ByteTokenizer(), val_fraction=0,
+                           num_proc=1, progress=False)
+    stream = full_stream(TokenDataset(tmp_path / "out", "train")).tobytes().decode("utf-16-le")
+    assert meta["splits"]["train"]["documents"] == 2 and stream.split("\u0100")[1:] == ["alpha", "beta"]
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 but not really")
+    with pytest.raises(DataError, match="broken.parquet: cannot read it as parquet"):
+        prepare_dataset([tmp_path / "broken.parquet"], tmp_path / "out2", ByteTokenizer(), num_proc=1,
+                        progress=False)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed")
 def test_parquet_and_hub_sources_need_datasets(tmp_path):
     (tmp_path / "d.parquet").write_bytes(b"PAR1")

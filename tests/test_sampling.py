@@ -60,3 +60,17 @@ def test_prefill_hands_decode_float32_whatever_the_compute_dtype():
     traced = jit(model.prefill, backend="reference").lower(model.init_params(0), np.zeros((1, 24), np.int32)).traced
     assert [v.dtype for v in traced.outputs] == ["float32"] * 3
     assert any(v.dtype == "bfloat16" for e in traced.eqns for v in e.outputs), "the model computes in bf16"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"n_tokens": -1}, "new tokens must be a whole number >= 0, got -1"),
+    ({"temperature": float("nan")}, "temperature must be a finite number >= 0"),
+    ({"top_k": -2}, "top_k must be a whole number >= 0"),
+    ({"top_p": 0.0}, r"top_p must be in \(0, 1\], got 0.0"),
+])
+def test_bad_sampling_settings_are_named_before_any_compile(settings, message):
+    from mlbh.tracer.errors import ConfigError
+    sampler = KVSampler(MODEL, "cpu")
+    with pytest.raises(ConfigError, match=message):
+        sampler.generate(None, [1, 2], **{"n_tokens": 3, **settings})
+    assert not sampler.prefill.cache

@@ -70,8 +70,19 @@ def test_config_validation_names_the_problem(tmp_path):
     bad.write_text(json.dumps({"lr": 1e-3, "learning_rate": 3}))
     with pytest.raises(ConfigError, match="unknown settings learning_rate"):
         load_config_file(str(bad))
+    for text, message in (('max_steps = "ten"', "c.toml: setting max_steps must be an integer, got 'ten'"),
+                          ("seq_len = true", "setting seq_len must be an integer, got True"),
+                          ('backend = 3', "setting backend must be a string, got 3")):
+        typed = tmp_path / "c.toml"
+        typed.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config_file(str(typed))
+    with pytest.raises(ConfigError, match="beta1, beta2 < 1, got 0.9 and 1.5"):
+        TrainConfig(beta2=1.5).validate()
+    with pytest.raises(ConfigError, match="setting lr must be a number, got '1e-3'"):
+        TrainConfig(lr="1e-3").validate()
     good = tmp_path / "c.toml"
-    good.write_text("lr = 0.002\nmax_steps = 7\n")
+    good.write_text("lr = 1\nmax_steps = 7\n")
     assert TrainConfig().with_overrides(**load_config_file(str(good))).max_steps == 7
 
 
