@@ -65,11 +65,22 @@ class Trainer:
             if saved and saved != self.model.to_dict():
                 raise CheckpointError(f"{cfg.out}: the checkpoint's model config differs from this run's "
                                       f"({saved} vs {self.model.to_dict()})")
+            if ck.step >= cfg.max_steps:
+                raise ConfigError(f"{cfg.out}: the latest checkpoint is at step {ck.step}, not below max_steps "
+                                  f"{cfg.max_steps}; raise --max-steps to train further")
             params = ck.params
+            _check_tensors(params, self.model.param_shapes(), f"{ck.path}: parameter")
             m = {k[2:]: v for k, v in ck.opt_state.items() if k.startswith("m/")}
             v = {k[2:]: v for k, v in ck.opt_state.items() if k.startswith("v/")}
+            if not ck.opt_state:  # an imported model (mlbh import-hf) has no optimizer state yet
+                self.log(f"mlbh: {ck.path} has no AdamW state; its moments start at zero")
+                m, v = self.runner.zeros_like(params), self.runner.zeros_like(params)
+            for name, moments in (("m", m), ("v", v)):
+                _check_tensors(moments, self.model.param_shapes(), f"{ck.path}: AdamW {name} of")
             self.log(f"mlbh: resuming from {ck.path} at step {ck.step}")
             return {"params": params, "m": m, "v": v, "step": ck.step}
+        if cfg.resume:
+            self.log(f"mlbh: no checkpoint in {cfg.out} to resume from; starting at step 0")
         params = self.model.init_params(cfg.seed)
         return {"params": params, "m": self.runner.zeros_like(params), "v": self.runner.zeros_like(params),
                 "step": 0}
@@ -136,6 +147,18 @@ class Trainer:
         ids = sampler.generate(_to_host(params), tok.encode(prompt), n_tokens or self.cfg.sample_tokens,
                                seed=self.cfg.seed)
         return tok.decode(ids)
+
+
+def _check_tensors(tensors, shapes, what):
+    """CheckpointError naming the first tensor missing, extra, or of the wrong shape."""
+    for name in sorted(set(shapes) | set(tensors)):
+        if name not in tensors:
+            raise CheckpointError(f"{what} {name} is missing")
+        if name not in shapes:
+            raise CheckpointError(f"{what} {name} is not a tensor of this model")
+        if tuple(tensors[name].shape) != tuple(shapes[name]):
+            raise CheckpointError(f"{what} {name} has shape {list(tensors[name].shape)}, the model needs "
+                                  f"{list(shapes[name])}")
 
 
 def train(cfg: TrainConfig, make_model, log=None):

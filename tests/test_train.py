@@ -10,10 +10,11 @@ from mlbh.models.gpt2 import GPT2, from_preset
 from mlbh.runtime.optim import AdamWConfig, learning_rate
 from mlbh.runtime.prepare import prepare_dataset
 from mlbh.runtime.tokenizer import Tokenizer
+from mlbh.runtime.checkpoint import save_checkpoint
 from mlbh.runtime.train import Trainer
 from mlbh.runtime.train_config import TrainConfig, load_config_file
 from mlbh.runtime.train_step import StepRunner
-from mlbh.tracer.errors import ConfigError, DataError
+from mlbh.tracer.errors import CheckpointError, ConfigError, DataError
 
 CONFIG = preset("mini", vocab_size=61, block_size=32)
 MODEL = GPT2(CONFIG)
@@ -117,3 +118,29 @@ def test_resume_continues_bit_identically(dataset, tmp_path):
     assert straight["records"][-1]["loss"] == resumed["records"][-1]["loss"]
     assert straight["records"][-1]["loss"] < straight["records"][0]["loss"]
     assert (tmp_path / "b" / "latest.json").exists()
+
+
+def test_resume_checks_the_checkpoint_against_the_run(dataset, tmp_path):
+    def trainer(max_steps, resume, logged=None):
+        cfg = TrainConfig(preset="mini", data=dataset, out=str(tmp_path), seq_len=32, micro_batch=2,
+                          global_batch=4, max_steps=max_steps, warmup_steps=1, eval_interval=2, eval_batches=1,
+                          resume=resume, backend="cpu", sample_tokens=0)
+        return Trainer(cfg, from_preset, log=(logged.append if logged is not None else lambda *_: None))
+
+    first = trainer(2, False).run()["state"]
+    with pytest.raises(ConfigError, match="at step 2, not below max_steps 2; raise --max-steps"):
+        trainer(2, True).run()
+
+    def rewrite(opt_state):
+        from mlbh.runtime.checkpoint import load_checkpoint
+        ck = load_checkpoint(tmp_path)
+        save_checkpoint(tmp_path, 2, ck.params, opt_state, ck.state)
+
+    rewrite({})  # as `mlbh import-hf` writes a checkpoint: parameters only
+    logged = []
+    assert trainer(3, True, logged).run()["final_step"] == 3
+    assert any("has no AdamW state; its moments start at zero" in line for line in logged)
+    rewrite({**{f"m/{k}": v for k, v in first["m"].items()},
+             **{f"v/{k}": v[:1] for k, v in first["v"].items()}})
+    with pytest.raises(CheckpointError, match=r"AdamW v of \S+ has shape \[1"):
+        trainer(4, True).run()
