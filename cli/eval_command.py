@@ -46,7 +46,7 @@ def evaluate(checkpoint, data, split, seq_len, max_tokens, tasks, task_dirs, lim
 
 def _evaluate_split(checkpoint, data, split, batch_size, seq_len, max_tokens, backend, as_json):
     from mlbh.runtime.eval_report import evaluate_checkpoint
-    from mlbh.runtime.jit import default_backend
+    from mlbh.runtime.jitted import default_backend
     from mlbh.runtime.model_families import load_model
     ck, model = load_model(checkpoint)
 
@@ -108,7 +108,7 @@ def sample(checkpoint, prompts, max_new_tokens, temperature, top_k, top_p, seed,
       mlbh sample runs/shakespeare --prompt "To be" --temperature 0      (greedy)
       mlbh sample runs/shakespeare --prompt "To be" --top-p 0.9 --top-k 0   (nucleus)
     """
-    from mlbh.runtime.jit import default_backend
+    from mlbh.runtime.jitted import default_backend
     from mlbh.runtime.model_families import load_model
     from mlbh.runtime.sampling import KVSampler, check_sampling
     from mlbh.runtime.tokenizer import Tokenizer

@@ -1,5 +1,4 @@
 """`mlbh train`: train a GPT on the packaged Shakespeare corpus or a prepared dataset."""
-import json
 import os
 
 import click
@@ -60,7 +59,10 @@ def train(config_file, dump_ir, **flags):
     if dump_ir:
         os.environ["MLBH_DUMP_DIR"] = dump_ir
     from mlbh.models.gpt2 import from_preset
+    from mlbh.runtime.atomic import atomic_write_json
     from mlbh.runtime.train import train as run_training
+    os.makedirs(cfg.out, exist_ok=True)
+    atomic_write_json(os.path.join(cfg.out, "config.json"), cfg.to_dict())
     trainer, result = run_training(cfg, from_preset)
     records = result["records"]
     rates = [r["tokens_per_s"] for r in records[len(records) // 2:]] or [0.0]
@@ -70,5 +72,4 @@ def train(config_file, dump_ir, **flags):
     text = trainer.sample(result["state"]["params"])
     if text is not None:
         click.echo("\n--- sample " + "-" * 50 + "\n" + text.strip() + "\n" + "-" * 61)
-    with open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2)
+

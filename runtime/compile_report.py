@@ -4,7 +4,7 @@ import time
 
 from mlbh.tracer.tracing import Spec
 
-from .jit import jit
+from .jitted import jit
 from .optim import AdamWConfig, make_update
 from .train_step import make_micro_step
 

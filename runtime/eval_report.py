@@ -9,7 +9,7 @@ from mlbh.tracer.errors import ConfigError, DataError
 
 from .data import TokenDataset
 from .evaluate import make_loss_and_count
-from .jit import jit
+from .jitted import jit
 
 
 def evaluate_checkpoint(model, ck, data_dir, split="val", batch_size=8, seq_len=None,

@@ -3,7 +3,7 @@ import numpy as np
 
 from mlbh.tracer import ops
 
-from .jit import jit
+from .jitted import jit
 
 
 def make_loss_and_count(model):

@@ -26,7 +26,7 @@ from mlbh.tracer import ops
 from mlbh.tracer.errors import CheckpointError, ConfigError
 
 from .executable import to_host
-from .jit import default_backend, jit
+from .jitted import default_backend, jit
 from .sampling import KVSampler
 from .tokenizer import Tokenizer
 

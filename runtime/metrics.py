@@ -2,6 +2,8 @@
 import json
 import os
 
+from .atomic import atomic_write_text
+
 
 class MetricsLog:
     def __init__(self, path, resume_step=None):
@@ -22,8 +24,7 @@ class MetricsLog:
                     continue  # a torn last line from a crash
                 if rec.get("step", 0) <= step:
                     kept.append(line if line.endswith("\n") else line + "\n")
-        with open(self.path, "w") as f:
-            f.writelines(kept)
+        atomic_write_text(self.path, "".join(kept))  # a crash here must not lose the history
 
     def write(self, record: dict):
         with open(self.path, "a") as f:

@@ -8,7 +8,7 @@ import numpy as np
 from mlbh.tracer.errors import ConfigError
 
 from .executable import to_host
-from .jit import jit
+from .jitted import jit
 
 
 class WindowSampler:

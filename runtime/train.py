@@ -14,7 +14,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import TokenDataset
 from .evaluate import Evaluator, fixed_val_batches
 from .executable import to_host
-from .jit import default_backend
+from .jitted import default_backend
 from .metrics import MetricsLog, plot_loss_curve
 from .optim import AdamWConfig
 from .progress import Progress

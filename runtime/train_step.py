@@ -11,7 +11,7 @@ import numpy as np
 from mlbh.tracer import ops
 from mlbh.tracer.transforms import value_and_grad
 
-from .jit import jit
+from .jitted import jit
 from .optim import AdamWConfig, learning_rate, make_update
 
 

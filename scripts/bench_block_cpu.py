@@ -30,7 +30,7 @@ from gpt_block import BlockConfig, block_loss, init_batch, init_params  # noqa: 
 
 from mlbh import tracer as T  # noqa: E402
 from mlbh.runtime.blas_threads import limit_blas_threads  # noqa: E402
-from mlbh.runtime.jit import jit  # noqa: E402
+from mlbh.runtime.jitted import jit  # noqa: E402
 from mlbh.tracer import pytree  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from mlbh import tracer as T
 from mlbh.codegen import cpu_compile
 from mlbh.runtime.cpu_backend import CpuBackend
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 
 from gpt_block import BlockConfig, block_loss, init_batch, init_params
 from jit_compare import assert_same_tree

@@ -25,7 +25,7 @@ from mlbh.codegen.indexing import iconst, ivar
 from mlbh.codegen.kernel_ir import Buffer, Kernel, Node, Reduction, Store
 from mlbh.codegen.nvrtc import cubin_supported
 from mlbh.runtime.executable import Executable
-from mlbh.runtime.jit import Lowered
+from mlbh.runtime.jitted import Lowered
 from mlbh.tracer import pytree
 from mlbh.tracer.interpreter import evaluate
 from mlbh.tracer.prims_elementwise import philox_bits

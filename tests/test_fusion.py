@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mlbh import tracer as T
 from mlbh.codegen.fusion import DotCall
 from mlbh.codegen.memory import step_reads, step_writes
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 from mlbh.tracer import ops
 
 from gpt_block import BlockConfig, block_loss, init_batch, init_params

@@ -8,7 +8,7 @@ transformers = pytest.importorskip("transformers")
 
 from mlbh import tracer as T  # noqa: E402
 from mlbh.models import gpt2, hf  # noqa: E402
-from mlbh.runtime.jit import jit  # noqa: E402
+from mlbh.runtime.jitted import jit  # noqa: E402
 from mlbh.runtime.optim import AdamWConfig, learning_rate  # noqa: E402
 from mlbh.runtime.train_step import StepRunner  # noqa: E402
 

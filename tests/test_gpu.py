@@ -21,7 +21,7 @@ from mlbh import tracer as T
 from mlbh.models import gpt2
 from mlbh.models.config import preset
 from mlbh.runtime.executable import to_host
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 from mlbh.tracer import pytree
 
 pytestmark = pytest.mark.gpu

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 from mlbh.tracer import ops
 from mlbh.tracer.errors import ConfigError, MlbhError
 
@@ -15,6 +15,14 @@ DUMP_FILES = ("01_traced.txt", "02_optimized.txt", "03_fusion.txt", "04_kernels.
 
 def randn(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def test_mlbh_runtime_jit_is_the_jit_function():
+    import mlbh.runtime
+    assert mlbh.runtime.jit is jit
+    assert np.array_equal(mlbh.runtime.jit(ops.exp, backend="cpu")(np.zeros(3, np.float32)), np.ones(3))
+    with pytest.raises(AttributeError, match="has no attribute 'jitt'"):
+        mlbh.runtime.jitt  # noqa: B018
 
 
 class CountingFn:
@@ -201,3 +209,14 @@ def test_profile_times_every_launch_step():
     assert len(rows) == len(program.steps) >= 2
     assert {what.split()[0] for _, what in rows} == {"kernel", "gemm"}
     assert all(ms >= 0 for ms, _ in rows) and rows == sorted(rows, key=lambda r: -r[0])
+
+
+def test_bad_arguments_are_named_by_their_pytree_path_and_line():
+    from mlbh.tracer.errors import DTypeError, TraceError
+    with pytest.raises(DTypeError, match=r"args\[0\]\['w'\]: unsupported dtype .*complex64"):
+        jit(lambda p: ops.exp(p["w"]), backend="cpu")({"w": np.ones(2, np.complex64)})
+    with pytest.raises(TraceError, match=r"args\[1\]: cannot trace an argument of type str"):
+        jit(lambda a, b: a, backend="cpu")(randn(2), "abc")
+    line = test_bad_arguments_are_named_by_their_pytree_path_and_line.__code__.co_firstlineno + 8
+    with pytest.raises(DTypeError, match=rf"list holding traced values .*test_jit_api.py:{line}\)"):
+        jit(lambda a, b: ops.matmul(a, [b, b]), backend="cpu")(randn(2, 2), randn(2))

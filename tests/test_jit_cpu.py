@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlbh import tracer as T
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 from mlbh.tracer import lax, ops
 from mlbh.tracer.registry import REGISTRY
 

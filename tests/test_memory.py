@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from mlbh import tracer as T
 from mlbh.codegen.memory import step_reads, step_writes
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 from mlbh.tracer import dtypes, ops
 
 from gpt_block import BlockConfig, block_loss, init_batch, init_params

@@ -5,7 +5,7 @@ import numpy as np
 
 from mlbh import tracer as T
 from mlbh.codegen.one_hot_sums import _picked_value
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 from mlbh.tracer import ops
 
 from jit_compare import assert_same_tree

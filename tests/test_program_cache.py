@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlbh.codegen import cpu, program_cache
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 from mlbh.tracer import ops
 
 from gpt_block import BlockConfig, block_loss, init_batch, init_params

@@ -5,7 +5,7 @@ import pytest
 
 from mlbh.models import gpt2
 from mlbh.models.config import preset
-from mlbh.runtime.jit import jit
+from mlbh.runtime.jitted import jit
 from mlbh.runtime.sampling import KVSampler
 
 CONFIG = preset("mini", vocab_size=97, block_size=24)

@@ -38,7 +38,15 @@ def asarray(x, dtype=None):
     if _is_weak(x):
         default = "bool" if isinstance(x, bool) else "int32" if isinstance(x, int) else "float32"
         return np.asarray(x, dtype=dtypes.to_numpy(dtype or default))
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError:  # ragged nesting
+        arr = np.asarray(None)
+    if arr.dtype == object:
+        raise DTypeError(f"cannot make an array of a {type(x).__name__} holding traced values or ragged rows "
+                         f"(stack traced values with ops.stack)", user_source())
+    if arr.dtype not in dtypes.NUMPY.values():
+        raise DTypeError(f"unsupported dtype {arr.dtype}; mlbh supports {', '.join(dtypes.NUMPY)}", user_source())
     name = dtypes.name_of(arr.dtype)
     return arr if dtype is None or name == dtype else arr.astype(dtypes.to_numpy(dtype))
 

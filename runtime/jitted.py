@@ -19,7 +19,7 @@ from mlbh.codegen.fusion import fuse
 from mlbh.codegen.memory import plan_memory
 from mlbh.codegen.prepare import prepare
 from mlbh.tracer import dtypes, pytree
-from mlbh.tracer.errors import ConfigError
+from mlbh.tracer.errors import ConfigError, TraceError
 from mlbh.tracer.interpreter import evaluate
 from mlbh.tracer.tracing import spec_of, trace_flat
 
@@ -46,7 +46,13 @@ def make_backend(name):
 
 def _signature(args):
     leaves, tree = pytree.flatten(list(args))
-    return tree, tuple((s.shape, s.dtype) for s in map(spec_of, leaves))
+    specs = []
+    for path, leaf in zip(_leaf_paths(tree), leaves):
+        try:
+            specs.append(spec_of(leaf))
+        except TraceError as err:  # name the argument: the user's line is the call itself
+            raise type(err)(f"{path}: {err}") from None
+    return tree, tuple((s.shape, s.dtype) for s in specs)
 
 
 def _leaf_paths(tree, prefix="args"):
