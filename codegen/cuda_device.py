@@ -45,7 +45,8 @@ def unavailable_reason() -> str:
         return f"device probe failed ({exc})"
 
 
-def _cupy():
+def require_cupy():
+    """CuPy, or a DeviceError saying why there is no usable CUDA device."""
     if not cuda_available():
         raise DeviceError(f"CUDA is not available: {unavailable_reason()}")
     import cupy
@@ -54,13 +55,13 @@ def _cupy():
 
 def device_arch(device_id: int | None = None) -> str:
     """The device's architecture as an NVRTC target, e.g. 'sm_90'."""
-    cupy = _cupy()
+    cupy = require_cupy()
     device = cupy.cuda.Device(device_id) if device_id is not None else cupy.cuda.Device()
     return f"sm_{device.compute_capability}"
 
 
 def device_name(device_id: int | None = None) -> str:
-    cupy = _cupy()
+    cupy = require_cupy()
     index = device_id if device_id is not None else cupy.cuda.Device().id
     name = cupy.cuda.runtime.getDeviceProperties(index)["name"]
     return name.decode() if isinstance(name, bytes) else str(name)
@@ -68,7 +69,7 @@ def device_name(device_id: int | None = None) -> str:
 
 def load_module(cubin: bytes):
     """Load a cubin into the current device's context; returns a cupy Module."""
-    cupy = _cupy()
+    cupy = require_cupy()
     module = cupy.cuda.function.Module()
     try:
         module.load(bytes(cubin))

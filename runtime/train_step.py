@@ -8,6 +8,7 @@ micro_step(params, grad_sums, tokens, targets) -> (loss_sum, token_count, grad_s
 """
 import numpy as np
 
+from mlbh.codegen.cuda_device import require_cupy
 from mlbh.tracer import ops
 from mlbh.tracer.transforms import value_and_grad
 
@@ -42,8 +43,7 @@ class StepRunner:
         self._spare_sums = None  # last step's gradient sums, zeroed and reused by the next
         self.xp = np
         if backend == "cuda":
-            import cupy
-            self.xp = cupy
+            self.xp = require_cupy()
 
     def to_device(self, tree):
         """A dict of arrays on this runner's device (CuPy arrays on CUDA)."""

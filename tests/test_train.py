@@ -144,3 +144,11 @@ def test_resume_checks_the_checkpoint_against_the_run(dataset, tmp_path):
              **{f"v/{k}": v[:1] for k, v in first["v"].items()}})
     with pytest.raises(CheckpointError, match=r"AdamW v of \S+ has shape \[1"):
         trainer(4, True).run()
+
+
+def test_cuda_runner_without_a_device_is_a_one_line_error():
+    from mlbh.codegen.cuda_device import DeviceError, cuda_available
+    if cuda_available():
+        pytest.skip("a CUDA device is visible")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        StepRunner(GPT2(preset("mini", vocab_size=97)), AdamWConfig(), "cuda")
