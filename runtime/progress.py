@@ -10,20 +10,25 @@ class Progress:
         self.stream = stream or sys.stderr
         self.width = width
         self.t0 = time.perf_counter()
+        self.t_first = None  # when the first step (the one that compiles) ended
         self.tty = self.stream.isatty()
         self.last_print = 0.0
 
     def update(self, step, record):
         done = step - self.start
-        elapsed = time.perf_counter() - self.t0
-        rate = done / elapsed if elapsed > 0 else 0.0
+        now = time.perf_counter()
+        if done == 1:  # the first step compiles: the rate (and ETA) counts from its end
+            self.t_first = now
+        if done > 1:
+            rate = (done - 1) / (now - self.t_first)
+        else:
+            rate = done / (now - self.t0) if now > self.t0 else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         frac = step / self.total
         bar = "#" * int(frac * self.width) + "-" * (self.width - int(frac * self.width))
         text = (f"[{bar}] step {step}/{self.total} loss {record['loss']:.4f}"
                 + (f" val {record['val_loss']:.4f}" if "val_loss" in record else "")
                 + f" | {record['tokens_per_s']:,.0f} tok/s | eta {_fmt_time(eta)}")
-        now = time.perf_counter()
         if self.tty:
             self.stream.write("\r" + text.ljust(100))
             if "val_loss" in record:

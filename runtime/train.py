@@ -108,6 +108,8 @@ class Trainer:
         progress = Progress(cfg.max_steps, start=state["step"])
         val_loss = None
         start_time = time.perf_counter()
+        self.log("mlbh: compiling the train step on its first call (the compile cache makes later runs "
+                 "start fast)")
         while state["step"] < cfg.max_steps:
             step = state["step"]
             t0 = time.perf_counter()
@@ -115,6 +117,8 @@ class Trainer:
                      for i in range(cfg.grad_accum)]
             result = self.runner.step(state, micro)
             elapsed = time.perf_counter() - t0
+            if step == progress.start:
+                self.log(f"mlbh: first step, compile included: {elapsed:.1f} s")
             record = {"step": state["step"], "loss": result["loss"], "lr": result["lr"],
                       "grad_norm": result["grad_norm"], "tokens_per_s": tokens_per_step / elapsed,
                       "step_seconds": elapsed}
