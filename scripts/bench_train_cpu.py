@@ -5,11 +5,14 @@ batch, in one run. Prints ms/step (median), first-call times, and ratios.
     python scripts/bench_train_cpu.py                 # anchor config and the tiny preset
     python scripts/bench_train_cpu.py --configs anchor --steps 20
     python scripts/bench_train_cpu.py --configs anchor --no-torch --profile   # where mlbh's time goes
+    python scripts/bench_train_cpu.py --configs anchor --no-torch --steps 2 --rounds 1 --compile-profile
 """
 import argparse
 import math
+import os
 import platform
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -54,6 +57,28 @@ def print_profile(runner, state, data, steps, top=25):
               f"GEMMs {gemms:.1f} ms; the slowest {top} steps:")
         for ms, what in rows[:top]:
             print(f"     {ms:7.3f} ms  {what}")
+
+
+def print_compile_profile(runner, first_seconds):
+    """Where the first call's numba time went: numba's own per-pass timers, summed over every
+    kernel of the micro-step and the update (compiled in this process: see main)."""
+    passes, functions, llvm = {}, 0, 0.0
+    dispatchers = {id(fn): fn for jitted in (runner.micro, runner.update) for _, exe in jitted.cache.values()
+                   for fn, _ in exe.compiled["functions"].values()}  # kernels of equal code share one
+    for fn in dispatchers.values():
+        for cres in fn.overloads.values():
+            functions += 1
+            llvm += cres.metadata["llvm_pass_timings"].get_total_time()
+            for timers in cres.metadata.get("pipeline_times", {}).values():
+                for name, t in timers.items():
+                    key = name.split("_", 1)[1]  # numba numbers its passes: "12_native_lowering"
+                    passes[key] = passes.get(key, 0.0) + t.init + t.run + t.finalize
+    total = sum(passes.values())
+    print(f"   first step {first_seconds:.1f} s; numba compiled {functions} kernel functions in "
+          f"{total:.1f} s (one process, empty cache); by pass:")
+    for name, seconds in sorted(passes.items(), key=lambda kv: -kv[1])[:6]:
+        print(f"     {seconds:6.2f} s  {name}" + (f" (LLVM's passes {llvm:.2f} s of it)" if name == "native_lowering"
+                                                   else ""))
 
 
 def torch_gpt2(config, params):
@@ -149,7 +174,15 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first step takes ~20 s)")
     ap.add_argument("--no-torch", action="store_true", help="time mlbh only")
     ap.add_argument("--profile", action="store_true", help="also time every kernel and GEMM of mlbh's step")
+    ap.add_argument("--compile-profile", action="store_true",
+                    help="compile mlbh's step in this process from an empty cache and print numba's time per "
+                         "pass (the cold first call)")
     args = ap.parse_args()
+    if args.compile_profile:  # before mlbh compiles anything: an empty cache, no worker processes
+        os.environ["MLBH_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlbh-cold-")
+        os.environ["MLBH_COMPILE_WORKERS"] = "1"
+        import numba
+        numba.config.LLVM_PASS_TIMINGS = True
     try:
         import torch
         torch_version = torch.__version__
@@ -182,6 +215,8 @@ def main():
         results["mlbh"].update(kernels=len(program.kernels), gemms=len(program.steps) - len(program.kernels))
         if args.profile:
             print_profile(info["runner"], info["state"], data, args.steps)
+        if args.compile_profile:
+            print_compile_profile(info["runner"], results["mlbh"]["first"])
         m = results["mlbh"]
         print(f"   mlbh: {m['kernels']} kernels + {m['gemms']} GEMMs per micro-step")
         for label, r in results.items():
