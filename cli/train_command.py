@@ -72,4 +72,3 @@ def train(config_file, dump_ir, **flags):
     text = trainer.sample(result["state"]["params"])
     if text is not None:
         click.echo("\n--- sample " + "-" * 50 + "\n" + text.strip() + "\n" + "-" * 61)
-

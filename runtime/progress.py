@@ -19,10 +19,8 @@ class Progress:
         now = time.perf_counter()
         if done == 1:  # the first step compiles: the rate (and ETA) counts from its end
             self.t_first = now
-        if done > 1:
-            rate = (done - 1) / (now - self.t_first)
-        else:
-            rate = done / (now - self.t0) if now > self.t0 else 0.0
+        since, steps = (self.t_first, done - 1) if done > 1 else (self.t0, done)
+        rate = steps / (now - since) if now > since else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         frac = step / self.total
         bar = "#" * int(frac * self.width) + "-" * (self.width - int(frac * self.width))

@@ -2,6 +2,7 @@
 WindowSampler (recompute a fixed window per token; the baseline the decode benchmark
 compares against)."""
 import math
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -34,11 +35,11 @@ class WindowSampler:
 
 def check_sampling(n_tokens, temperature, top_k, top_p=1.0):
     """ConfigError naming the first unusable generation setting."""
-    if not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
+    if not isinstance(n_tokens, Integral) or n_tokens < 0:
         raise ConfigError(f"the number of new tokens must be a whole number >= 0, got {n_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+    if not (isinstance(temperature, Real) and math.isfinite(temperature) and temperature >= 0):
         raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if not isinstance(top_k, (int, np.integer)) or top_k < 0:
+    if not isinstance(top_k, Integral) or top_k < 0:
         raise ConfigError(f"top_k must be a whole number >= 0 (0 = no cut), got {top_k!r}")
     if not 0 < top_p <= 1:
         raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
