@@ -47,11 +47,11 @@ def make_backend(name):
 def _signature(args):
     leaves, tree = pytree.flatten(list(args))
     specs = []
-    for path, leaf in zip(_leaf_paths(tree), leaves):
+    for i, leaf in enumerate(leaves):
         try:
             specs.append(spec_of(leaf))
-        except TraceError as err:  # name the argument: the user's line is the call itself
-            raise type(err)(f"{path}: {err}") from None
+        except TraceError as err:  # name the argument (paths are built only here: this runs every call)
+            raise type(err)(f"{_leaf_paths(tree)[i]}: {err}") from None
     return tree, tuple((s.shape, s.dtype) for s in specs)
 
 
