@@ -33,7 +33,7 @@ def compile(model, preset, micro_batch, seq_len, backend, arch, compute_dtype, d
     log = (lambda *_: None) if as_json else click.echo
     if not as_json:
         click.echo(f"compiling {preset} train step: micro-batch {micro_batch} x {seq_len} tokens, "
-                   f"{backend} ({arch if backend == 'cuda' else 'numba'}), {compute_dtype}")
+                   f"{backend} ({arch if backend == 'cuda' else 'LLVM'}), {compute_dtype}")
     model = from_preset(preset, compute_dtype=compute_dtype)
     report = compile_model(model, micro_batch, seq_len, backend, dump_ir, arch, log=log)
     if as_json:

@@ -39,7 +39,7 @@ def cli():
       autodiff  grad / value_and_grad / vjp / jvp build the backward graph
       passes    simplify, fold, cse, dce shrink the graph
       fusion    group equations into row kernels and GEMM calls
-      codegen   CUDA C via NVRTC, CPU via numba; one memory arena
+      codegen   CUDA C via NVRTC, CPU via LLVM IR; one memory arena
 
     \b
     Examples:

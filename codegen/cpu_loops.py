@@ -1,5 +1,5 @@
 """Loop structure of the CPU kernels: Kernel IR -> Kernel IR rewrites and choices made
-for the numba renderer (cpu.py) alone, where one thread walks the loops in order.
+for the CPU renderer (cpu.py) alone, where one thread walks the loops in order.
 
 * An elementwise kernel (inner == 1) iterates a flat index o, and every broadcast,
   transpose or slice in it reads through div/mod of o. with_loops_split rewrites it as

@@ -1,4 +1,4 @@
-"""The loop-level kernel IR that both renderers (CUDA C, numba) consume.
+"""The loop-level kernel IR that both renderers (CUDA C, LLVM IR) consume.
 
 A Kernel is a "row kernel": for every outer index o in [0, outer) it runs one or more
 loops over the inner index r in [0, inner); a plain elementwise kernel has inner == 1

@@ -10,7 +10,7 @@ An entry, under <cache dir>/programs/, is
 
 written as compile_cache writes cubins (temp file, fsync, rename). An entry whose magic or
 checksum is off, or that fails to unpickle, is deleted and rebuilt, never used. Pickles
-are only ever read from this cache, which mlbh itself writes (as numba's cache is).
+are only ever read from this cache, which mlbh itself writes (as it writes the CPU object files).
 A program that came from the cache, or went into it, carries its key (`cache_key`), and
 what a renderer makes of it is cached beside it (`remembered`): a warm start renders
 nothing either. MLBH_PROGRAM_CACHE=0 turns the cache off.

@@ -1,8 +1,8 @@
 """Set OpenBLAS's thread count at run time (numpy has no API for it): MLBH_BLAS_THREADS.
 
-OpenBLAS's spinning workers can fight numba's parallel kernels on small machines (a
+OpenBLAS's spinning workers can fight the parallel CPU kernels on small machines (a
 64x192 GEMM once measured 35 ms instead of 0.07 ms on a loaded 2-core machine). The CPU
-backend keeps numba's kernels serial below 2^22 elements, so by default OpenBLAS keeps its
+backend keeps its kernels serial below 2^22 elements, so by default OpenBLAS keeps its
 own thread count (measured: the anchor train step, 120 ms with 2 BLAS threads vs 163 ms
 with 1); set MLBH_BLAS_THREADS=1 where another process competes for the cores.
 """

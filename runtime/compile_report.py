@@ -42,7 +42,7 @@ def _size(shape):
 
 
 def _compile_kernels(lowered, backend, arch):
-    """Generate and compile every kernel (NVRTC cubin for cuda, numba for cpu); no GPU needed."""
+    """Generate and compile every kernel (NVRTC cubin for cuda, LLVM object code for cpu); no GPU needed."""
     t0 = time.perf_counter()
     if backend == "cuda":
         from mlbh.codegen.compile_cache import cache_stats

@@ -1,13 +1,36 @@
-"""The CPU backend: kernels rendered to numba, dot_general through numpy's BLAS."""
+"""The CPU backend: kernels rendered to LLVM IR and compiled by llvmlite (codegen/cpu.py,
+codegen/cpu_jit.py), dot_general through numpy's BLAS.
+
+A kernel is called through ctypes, which releases the GIL: a kernel big enough to run in
+parallel has its rows split into one contiguous share per core, run on a thread pool."""
+import ctypes
+import os
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from mlbh.codegen import cpu, program_cache
-from mlbh.codegen.cpu_compile import compile_kernels
+from mlbh.codegen import cpu, cpu_jit, program_cache
 from mlbh.tracer import dtypes
 from mlbh.tracer.errors import MlbhError
 
 from .blas_threads import limit_blas_threads
 from .executable import dot_into
+
+_POOL = []
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _pool(workers):
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlbh-cpu"))
+    return _POOL[0]
 
 
 class CpuBackend:
@@ -16,18 +39,21 @@ class CpuBackend:
 
     def __init__(self):
         limit_blas_threads()
+        self.threads = available_cores()
+        self._addresses = {}  # id(array) -> (weak reference, data address)
 
     def compile(self, program):
-        """Load the numba module and compile every kernel (on several cores when many are
-        not in numba's cache yet: codegen/cpu_compile.py)."""
-        source, names = program_cache.remembered(program, "cpu",
-                                                 lambda: cpu.render_program(program.kernels, headers=False))
-        module = cpu.load_program(source)
-        funcs = {k.name: (getattr(module, names[k.name][0]), names[k.name][1]) for k in program.kernels}
-        jobs = [(fname, tuple(program.buffers[p].dtype for p in params)) for fname, params in names.values()]
-        sizes = {fname: len(getattr(module, fname).py_func.__code__.co_code) for fname, _ in jobs}
-        compile_kernels(module, jobs, sizes)
-        return {"source": source, "functions": funcs}
+        """Render the program's kernels into one LLVM module, compile it (or load it from
+        the cache) and bind a ctypes function to each kernel."""
+        source, kernels = program_cache.remembered(program, "cpu",
+                                                   lambda: cpu.render_program(program.kernels, headers=False))
+        addresses = cpu_jit.load_module(source, {ck.name for ck in kernels.values()})
+        functions = {}
+        for name, ck in kernels.items():
+            signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                         *[ctypes.c_void_p] * len(ck.params))
+            functions[name] = (signature(addresses[ck.name]), ck)
+        return {"source": source, "functions": functions}
 
     def storage_dtype(self, dtype):
         return dtypes.to_numpy(dtype)
@@ -43,9 +69,31 @@ class CpuBackend:
                             f"got {arr.dtype}{list(arr.shape)}")
         return np.ascontiguousarray(arr).reshape(-1)
 
+    def _address(self, array):
+        """The array's data pointer; remembered per array object (the arena's views live as
+        long as their executable) since numpy takes microseconds to tell it."""
+        key = id(array)
+        known = self._addresses.get(key)
+        if known is not None and known[0]() is array:
+            return known[1]
+        address = array.ctypes.data
+        addresses = self._addresses
+        self._addresses[key] = (weakref.ref(array, lambda _: addresses.pop(key, None)), address)
+        return address
+
     def run_kernel(self, compiled, kernel, bufs):
-        fn, params = compiled["functions"][kernel.name]
-        fn(*[bufs[p] for p in params])
+        fn, ck = compiled["functions"][kernel.name]
+        pointers = [self._address(bufs[p]) for p in ck.params]
+        shares = min(self.threads, ck.rows) if ck.parallel else 1
+        if shares <= 1:
+            fn(0, ck.rows, ck.n, *pointers)
+            return
+        bounds = [ck.rows * i // shares for i in range(shares + 1)]
+        pending = [_pool(self.threads - 1).submit(fn, lo, hi, ck.n, *pointers)
+                   for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        fn(bounds[0], bounds[1], ck.n, *pointers)
+        for f in pending:
+            f.result()
 
     def dot(self, out, a, b, dimension_numbers):
         dot_into(np, out, a, b, dimension_numbers)

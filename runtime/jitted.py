@@ -168,8 +168,8 @@ class Lowered:
         offsets = "\n".join(f"{n}: offset {o} bytes, live steps {self.memory.lifetimes.get(n)}"
                             for n, o in sorted(self.memory.offsets.items(), key=lambda kv: kv[1]))
         write("05_memory.txt", self.memory.summary() + "\n" + offsets)
-        write("06_cpu_kernels.py", self.cpu_source() if _cpu_renderable(self.program) else
-              "# float16/bfloat16 program: no CPU rendering\n")
+        write("06_cpu_kernels.ll", self.cpu_source() if _cpu_renderable(self.program) else
+              "; float16/bfloat16 program: no CPU rendering\n")
         cuda_dir = os.path.join(directory, "cuda")
         os.makedirs(cuda_dir, exist_ok=True)
         for name, source in self.cuda_sources().items():

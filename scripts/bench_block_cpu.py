@@ -11,7 +11,7 @@ same math in plain torch ops with the same initial values (GPT-2's: weights N(0,
 a wider spread drives some softmax gradients into float32 denormals, which slow every
 backend's matmuls several times over). Each backend computes the loss
 and the gradients of every parameter and of the input activations. A fresh compile cache
-is used unless MLBH_CACHE_DIR is set, so the first-call time includes numba's compile.
+is used unless MLBH_CACHE_DIR is set, so the first-call time includes the kernels' LLVM compile.
 """
 import argparse
 import math

@@ -59,26 +59,16 @@ def print_profile(runner, state, data, steps, top=25):
             print(f"     {ms:7.3f} ms  {what}")
 
 
-def print_compile_profile(runner, first_seconds):
-    """Where the first call's numba time went: numba's own per-pass timers, summed over every
-    kernel of the micro-step and the update (compiled in this process: see main)."""
-    passes, functions, llvm = {}, 0, 0.0
-    dispatchers = {id(fn): fn for jitted in (runner.micro, runner.update) for _, exe in jitted.cache.values()
-                   for fn, _ in exe.compiled["functions"].values()}  # kernels of equal code share one
-    for fn in dispatchers.values():
-        for cres in fn.overloads.values():
-            functions += 1
-            llvm += cres.metadata["llvm_pass_timings"].get_total_time()
-            for timers in cres.metadata.get("pipeline_times", {}).values():
-                for name, t in timers.items():
-                    key = name.split("_", 1)[1]  # numba numbers its passes: "12_native_lowering"
-                    passes[key] = passes.get(key, 0.0) + t.init + t.run + t.finalize
-    total = sum(passes.values())
-    print(f"   first step {first_seconds:.1f} s; numba compiled {functions} kernel functions in "
-          f"{total:.1f} s (one process, empty cache); by pass:")
-    for name, seconds in sorted(passes.items(), key=lambda kv: -kv[1])[:6]:
-        print(f"     {seconds:6.2f} s  {name}" + (f" (LLVM's passes {llvm:.2f} s of it)" if name == "native_lowering"
-                                                   else ""))
+def print_compile_profile(runner, first_seconds, llvm_seconds):
+    """Where the cold first call went: each compiled function's lowering stages (trace,
+    passes, fusion, memory plan, compile) and, of the compiles, LLVM's optimisation and
+    code generation (main times cpu_jit.compile_object)."""
+    print(f"   first step {first_seconds:.2f} s (one process, empty cache); LLVM compiled the kernels in "
+          f"{llvm_seconds:.2f} s of it; by stage:")
+    for jitted in (runner.micro, runner.update):
+        for lowered, _ in jitted.cache.values():
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in lowered.timings.items())
+            print(f"     {jitted.name}: {stages} s")
 
 
 def torch_gpt2(config, params):
@@ -175,14 +165,22 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="time mlbh only")
     ap.add_argument("--profile", action="store_true", help="also time every kernel and GEMM of mlbh's step")
     ap.add_argument("--compile-profile", action="store_true",
-                    help="compile mlbh's step in this process from an empty cache and print numba's time per "
-                         "pass (the cold first call)")
+                    help="compile mlbh's step from an empty cache and print where the time went (the cold "
+                         "first call: lowering stages and LLVM)")
     args = ap.parse_args()
-    if args.compile_profile:  # before mlbh compiles anything: an empty cache, no worker processes
+    llvm_seconds = [0.0]
+    if args.compile_profile:  # before mlbh compiles anything: an empty cache, LLVM's compiles timed
         os.environ["MLBH_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlbh-cold-")
-        os.environ["MLBH_COMPILE_WORKERS"] = "1"
-        import numba
-        numba.config.LLVM_PASS_TIMINGS = True
+        from mlbh.codegen import cpu_jit
+        compile_object = cpu_jit.compile_object
+
+        def timed_compile(source):
+            start = time.perf_counter()
+            try:
+                return compile_object(source)
+            finally:
+                llvm_seconds[0] += time.perf_counter() - start
+        cpu_jit.compile_object = timed_compile
     try:
         import torch
         torch_version = torch.__version__
@@ -216,7 +214,7 @@ def main():
         if args.profile:
             print_profile(info["runner"], info["state"], data, args.steps)
         if args.compile_profile:
-            print_compile_profile(info["runner"], results["mlbh"]["first"])
+            print_compile_profile(info["runner"], results["mlbh"]["first"], llvm_seconds[0])
         m = results["mlbh"]
         print(f"   mlbh: {m['kernels']} kernels + {m['gemms']} GEMMs per micro-step")
         for label, r in results.items():

@@ -5,12 +5,13 @@ import os
 import numpy as np
 import pytest
 
+from mlbh.codegen import cpu_jit
 from mlbh.runtime.jitted import jit
 from mlbh.tracer import ops
 from mlbh.tracer.errors import ConfigError, MlbhError
 
 DUMP_FILES = ("01_traced.txt", "02_optimized.txt", "03_fusion.txt", "04_kernels.txt", "05_memory.txt",
-              "06_cpu_kernels.py")
+              "06_cpu_kernels.ll")
 
 
 def randn(*shape, seed=0):
@@ -160,8 +161,8 @@ def assert_dump(directory):
     for name in DUMP_FILES:
         path = os.path.join(directory, name)
         assert os.path.getsize(path) > 0, f"{name} is empty"
-    with open(os.path.join(directory, "06_cpu_kernels.py")) as f:
-        compile(f.read(), "06_cpu_kernels.py", "exec")
+    with open(os.path.join(directory, "06_cpu_kernels.ll")) as f:
+        cpu_jit.compile_object(f.read())  # the dumped LLVM IR parses, verifies and compiles
     ok, why = _cuda_renderer_available()
     if not ok:
         pytest.skip(f"CUDA renderer not importable yet: {why}")

@@ -34,7 +34,7 @@ class IRFileError(MlbhError):
 
 
 class CompileError(MlbhError):
-    """Generated code that a compiler (NVRTC, numba) refused."""
+    """Generated code that a compiler (NVRTC, LLVM) refused."""
 
 
 class DataError(MlbhError):

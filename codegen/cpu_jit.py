@@ -1,0 +1,85 @@
+"""Compiling a CPU module's LLVM IR to machine code with llvmlite, cached on disk.
+
+The module is optimized as clang -O3 would (loop and SLP vectorization) for this CPU and
+emitted as one object file, which MCJIT loads and links (libm's erff, expm1... resolve
+from the process). The target is the host CPU (cpu_target.py: 512-bit vectors on AVX-512).
+
+Object files are cached under <cache dir>/cpu/, keyed by a sha256 of (IR, LLVM version,
+CPU name and features), sealed with a checksum as compile_cache seals cubins: a corrupt
+entry is deleted and recompiled, never loaded.
+"""
+import functools
+import hashlib
+import os
+
+from .compile_cache import cache_dir, read_sealed, seal, unseal, write_atomically
+from .cpu_target import host_features
+
+MAGIC = b"MLBHCPUOBJ1\n"
+
+_ENGINES = {}  # object key -> (engine, object bytes): loaded code stays alive with its engine
+
+
+@functools.lru_cache(maxsize=None)
+def _llvm():
+    import llvmlite.binding as llvm
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    # A fused kernel reads and writes many arrays; where LLVM cannot prove two apart it
+    # checks at run time, and it gives up vectorizing a loop that needs more than 8 checks.
+    for option in ("-runtime-memory-check-threshold=4096", "-vectorize-memory-check-threshold=4096"):
+        llvm.set_option("mlbh", option)
+    return llvm
+
+
+def _new_machine():
+    """LLVM's target machine for this CPU (a fresh one for each MCJIT engine: an engine
+    owns its machine and deletes it with itself)."""
+    llvm = _llvm()
+    return llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=host_features(), opt=3, reloc="default", codemodel="jitdefault")
+
+
+@functools.lru_cache(maxsize=None)
+def _target():
+    """(the target machine that compiles, a text naming the target for cache keys)."""
+    llvm, machine = _llvm(), _new_machine()
+    return machine, f"{llvm.llvm_version_info}\0{machine.triple}\0{llvm.get_host_cpu_name()}\0{host_features()}"
+
+
+def object_key(source: str) -> str:
+    return hashlib.sha256(f"{_target()[1]}\0{source}".encode()).hexdigest()
+
+
+def compile_object(source: str) -> bytes:
+    """Optimize the module's IR and emit machine code (an object file)."""
+    llvm, tm = _llvm(), _target()[0]
+    module = llvm.parse_assembly(source)
+    module.triple = tm.triple
+    module.data_layout = str(tm.target_data)
+    module.verify()
+    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+    tuning.loop_vectorization = True
+    tuning.slp_vectorization = True
+    builder = llvm.create_pass_builder(tm, tuning)
+    builder.getModulePassManager().run(module, builder)
+    return tm.emit_object(module)
+
+
+def load_module(source: str, function_names) -> dict:
+    """{function name: address} of the module's functions, compiled (or loaded from the
+    cache) and linked into this process."""
+    key = object_key(source)
+    if key not in _ENGINES:
+        path = os.path.join(cache_dir(), "cpu", key[:2], key + ".o")
+        obj = read_sealed(path, lambda data: unseal(MAGIC, data))
+        if obj is None:
+            obj = compile_object(source)
+            write_atomically(path, seal(MAGIC, obj))
+        llvm = _llvm()
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_machine())
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        engine.finalize_object()
+        _ENGINES[key] = (engine, obj)
+    engine = _ENGINES[key][0]
+    return {name: engine.get_function_address(name) for name in function_names}
