@@ -28,7 +28,8 @@ from mlbh.tracer import dtypes
 
 from . import cpu_loops as loops
 from .cpu_math_ir import HELPER_DECLARATIONS, helpers_used
-from .kernel_ir import Kernel, Node, accumulator_dtype, compute_dtype, uses_inner_index
+from .cpu_scalar_ops import float_op, int_divide, int_op
+from .kernel_ir import Kernel, Node, compute_dtype, uses_inner_index
 from .llvm_ir import UNSIGNED, Function, convert, is_float, literal, ll_type, mem_type
 from .one_hot_sums import split_one_hot_stores
 
@@ -37,13 +38,9 @@ from .one_hot_sums import split_one_hot_stores
 # the step slower (69 -> 55 ms with all kernels serial, 52 -> 38 ms with 2 BLAS threads).
 PARALLEL_MIN_WORK = 1 << 22
 
-_FLOAT_BINARY = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
-_INT_BINARY = {"add": "add", "sub": "sub", "mul": "mul"}
 _FCMP = {"lt": "olt", "le": "ole", "eq": "oeq", "ne": "une"}
 _ICMP = {"lt": "slt", "le": "sle", "eq": "eq", "ne": "ne"}
 _UCMP = {"lt": "ult", "le": "ule", "eq": "eq", "ne": "ne"}
-_FLOAT_INTRINSIC = {"log": "log", "sqrt": "sqrt", "pow": "pow", "exp": "exp"}
-_SUFFIX = {"float": "f32", "double": "f64"}
 
 
 class _Values:
@@ -84,7 +81,6 @@ class _Values:
 
     def _compute(self, node, a):
         fn, op, dtype = self.fn, node.op, node.dtype
-        t = ll_type(dtype) if op not in ("lt", "le", "eq", "ne") else None
         if op == "load":
             return self.k.load(node.attr[0], a[0], dtype)
         if op in ("iadd", "imul"):
@@ -93,7 +89,7 @@ class _Values:
             b = node.args[1]
             if b.op == "iconst" and b.attr[0] > 0:
                 return fn.value(f"{'udiv' if op == 'idiv' else 'urem'} i64 {a[0]}, {a[1]}")
-            return self._int_divide("div" if op == "idiv" else "mod", a, "int64")
+            return int_divide(fn, "div" if op == "idiv" else "mod", a, "int64")
         if op in ("lt", "le", "eq", "ne"):
             src = node.args[0].dtype
             x, y = a[0], self._operand(node.args[1], a[1], src)
@@ -105,6 +101,7 @@ class _Values:
         if op == "and":
             return fn.value(f"and i1 {a[0]}, {a[1]}")
         if op == "select":
+            t = ll_type(dtype)
             x, y = (self._operand(n, v, dtype) for n, v in zip(node.args[1:], a[1:]))
             return fn.value(f"select i1 {a[0]}, {t} {x}, {t} {y}")
         if op == "convert":
@@ -120,77 +117,8 @@ class _Values:
             return convert(fn, fn.call("i32", "mlbh_philox", ("i64", k0), ("i64", k1), ("i64", counter)),
                            "uint32", dtype)
         a = [self._operand(n, v, dtype) for n, v in zip(node.args, a)]
-        if is_float(dtype):
-            return self._float_op(op, a, t)
-        return self._int_op(op, a, dtype, t)
+        return (float_op if is_float(dtype) else int_op)(fn, op, a, compute_dtype(dtype))
 
-    def _float_op(self, op, a, t):
-        fn, sfx = self.fn, _SUFFIX[t]
-        if op in _FLOAT_BINARY:
-            return fn.value(f"{_FLOAT_BINARY[op]} {t} {a[0]}, {a[1]}")
-        if op == "neg":
-            return fn.value(f"fneg {t} {a[0]}")
-        if op == "exp" and t == "float":
-            return fn.call(t, "mlbh_exp32", (t, a[0]))
-        if op == "tanh":
-            return fn.call(t, "mlbh_tanh32" if t == "float" else "mlbh_tanh64", (t, a[0]))
-        if op in _FLOAT_INTRINSIC:
-            return fn.call(t, f"llvm.{_FLOAT_INTRINSIC[op]}.{sfx}", *[(t, x) for x in a])
-        if op == "rsqrt":
-            root = fn.call(t, f"llvm.sqrt.{sfx}", (t, a[0]))
-            return fn.value(f"fdiv {t} {literal(1.0, 'float32' if t == 'float' else 'float64')}, {root}")
-        if op == "erf":
-            return fn.call(t, "erff" if t == "float" else "erf", (t, a[0]))
-        if op in ("max", "min"):  # (a > b or a is NaN) ? a : b, as numpy's maximum
-            better = fn.value(f"fcmp {'ogt' if op == 'max' else 'olt'} {t} {a[0]}, {a[1]}")
-            nan = fn.value(f"fcmp uno {t} {a[0]}, {a[0]}")
-            take = fn.value(f"or i1 {better}, {nan}")
-            return fn.value(f"select i1 {take}, {t} {a[0]}, {t} {a[1]}")
-        raise NotImplementedError(f"cpu renderer: no rendering of {op!r} on floats")
-
-    def _int_op(self, op, a, dtype, t):
-        fn, unsigned = self.fn, compute_dtype(dtype) in UNSIGNED
-        if t == "i1":
-            logical = {"add": "or", "max": "or", "mul": "and", "min": "and"}
-            if op in logical:
-                return fn.value(f"{logical[op]} i1 {a[0]}, {a[1]}")
-            raise NotImplementedError(f"cpu renderer: no rendering of {op!r} on bool")
-        if op in _INT_BINARY:
-            return fn.value(f"{_INT_BINARY[op]} {t} {a[0]}, {a[1]}")
-        if op == "neg":
-            return fn.value(f"sub {t} 0, {a[0]}")
-        if op in ("div", "mod"):
-            return self._int_divide(op, a, dtype)
-        if op in ("max", "min"):
-            cmp = ("u" if unsigned else "s") + ("gt" if op == "max" else "lt")
-            take = fn.value(f"icmp {cmp} {t} {a[0]}, {a[1]}")
-            return fn.value(f"select i1 {take}, {t} {a[0]}, {t} {a[1]}")
-        if op == "pow":
-            return fn.call(t, f"mlbh_ipow_{t}{'u' if unsigned else ''}", (t, a[0]), (t, a[1]))
-        raise NotImplementedError(f"cpu renderer: no rendering of {op!r} on {dtype}")
-
-    def _int_divide(self, op, a, dtype):
-        """Floor division and its remainder (Python's), 0 for a zero divisor (numpy's)."""
-        fn, t = self.fn, ll_type(dtype)
-        zero = fn.value(f"icmp eq {t} {a[1]}, 0")
-        b = fn.value(f"select i1 {zero}, {t} 1, {t} {a[1]}")
-        if compute_dtype(dtype) in UNSIGNED:
-            out = fn.value(f"{'udiv' if op == 'div' else 'urem'} {t} {a[0]}, {b}")
-        else:
-            q = fn.value(f"sdiv {t} {a[0]}, {b}")
-            r = fn.value(f"srem {t} {a[0]}, {b}")
-            inexact = fn.value(f"icmp ne {t} {r}, 0")
-            r_neg = fn.value(f"icmp slt {t} {r}, 0")
-            b_neg = fn.value(f"icmp slt {t} {b}, 0")
-            signs = fn.value(f"xor i1 {r_neg}, {b_neg}")
-            fix = fn.value(f"and i1 {inexact}, {signs}")
-            if op == "div":
-                q1 = fn.value(f"sub {t} {q}, 1")
-                out = fn.value(f"select i1 {fix}, {t} {q1}, {t} {q}")
-            else:
-                r1 = fn.value(f"add {t} {r}, {b}")
-                out = fn.value(f"select i1 {fix}, {t} {r1}, {t} {r}")
-        return fn.value(f"select i1 {zero}, {t} 0, {t} {out}")
 
 
 class _KernelIR:
@@ -297,7 +225,7 @@ class _Reduction:
             return [fn.value(f"select i1 {bigger}, {self.kt} {key}, {self.kt} {acc[0]}"),
                     fn.value(f"or i1 {acc[1]}, {nan}")]
         if red.op == "max":
-            return [_Values(self.k, {})._int_op("max", [v, acc[0]], red.dtype, t)]
+            return [int_op(fn, "max", [v, acc[0]], red.dtype)]
         # argmax: the first maximum, or the first NaN, as numpy's argmax
         if is_float(red.dtype):
             bigger = fn.value(f"fcmp ogt {t} {v}, {acc[0]}")
@@ -353,9 +281,9 @@ def _render_columns(kernel: Kernel, k: _KernelIR):
                     if red.op == "sum":
                         new = fn.value(f"{'fadd' if is_float(red.dtype) else 'add'} {t} {old}, {v}")
                     elif is_float(red.dtype):
-                        new = values._float_op("max", [v, old], t)
+                        new = float_op(fn, "max", [v, old], red.dtype)
                     else:
-                        new = values._int_op("max", [v, old], red.dtype, t)
+                        new = int_op(fn, "max", [v, old], red.dtype)
                     fn.emit(f"store {t} {new}, ptr {slot}")
                 _store_all(k, values, [st for st in kernel.stores if st.level == 0])
                 return []
@@ -453,7 +381,7 @@ class CpuKernel:
     rows: int
     n: int
     parallel: bool
-    declarations: frozenset  # of the intrinsics and libm functions it calls
+    declarations: tuple  # (callee, declaration) of the intrinsics and functions it calls
 
 
 def render_kernel(kernel: Kernel) -> CpuKernel:
@@ -479,7 +407,7 @@ def render_kernel(kernel: Kernel) -> CpuKernel:
     body = k.fn.body_text()
     name = "k_" + hashlib.sha256(f"{args}\n{body}".encode()).hexdigest()[:16]
     source = f"define void @{name}({args}) nounwind {{\n{body}\n}}\n"
-    return CpuKernel(name, source, buffers, rows, n, parallel, frozenset(k.fn.declarations))
+    return CpuKernel(name, source, buffers, rows, n, parallel, tuple(sorted(k.fn.declarations.items())))
 
 
 def render_program(kernels, headers=True):
@@ -493,7 +421,7 @@ def render_program(kernels, headers=True):
         rendered[kernel.name] = ck
         functions.setdefault(ck.name, ck)
         served.setdefault(ck.name, []).append(kernel)
-    parts, declarations = [], set(HELPER_DECLARATIONS)
+    parts, declarations = [], dict(HELPER_DECLARATIONS)
     for fname, ck in functions.items():
         ks = served[fname]
         header = [f"; {k.name}: " + "; ".join(k.sources[:6]) + (" ..." if len(k.sources) > 6 else "")
@@ -501,11 +429,10 @@ def render_program(kernels, headers=True):
         if headers and len(ks) > 8:
             header.append(f"; ... and {len(ks) - 8} more kernels of the same shape")
         parts.append("\n".join(header + [ck.source]))
-        declarations |= ck.declarations
+        declarations.update(ck.declarations)
     code = "\n".join(parts)
     helpers = helpers_used(code)
-    declarations = {d for d in declarations if d.split("@")[1].split("(")[0] not in
-                    {h.split("@")[1].split("(")[0] for h in helpers}}
+    declared = [text for callee, text in sorted(declarations.items()) if callee not in helpers]
     source = ("; Generated by mlbh.codegen.cpu: the CPU kernels of one compiled program (LLVM IR).\n\n"
-              + "\n".join(sorted(declarations)) + "\n\n" + "\n".join(helpers) + "\n" + code)
+              + "\n".join(declared) + "\n\n" + "\n".join(helpers.values()) + "\n" + code)
     return source, rendered

@@ -169,14 +169,19 @@ HELPERS = {"mlbh_exp32": EXP32, "mlbh_tanh32": TANH32, "mlbh_tanh64": TANH64, "m
 HELPERS.update({f"mlbh_ipow_{ty}{'u' if u else ''}": _ipow(ty, u) for ty in ("i16", "i32", "i64") for u in (False, True)})
 
 # what the helpers call themselves
-HELPER_DECLARATIONS = ("declare float @llvm.maxnum.f32(float, float)", "declare float @llvm.minnum.f32(float, float)",
-                       "declare float @llvm.floor.f32(float)", "declare float @llvm.fabs.f32(float)",
-                       "declare double @llvm.fabs.f64(double)", "declare double @expm1(double)")
+HELPER_DECLARATIONS = {
+    "llvm.maxnum.f32": "declare float @llvm.maxnum.f32(float, float)",
+    "llvm.minnum.f32": "declare float @llvm.minnum.f32(float, float)",
+    "llvm.floor.f32": "declare float @llvm.floor.f32(float)",
+    "llvm.fabs.f32": "declare float @llvm.fabs.f32(float)",
+    "llvm.fabs.f64": "declare double @llvm.fabs.f64(double)",
+    "expm1": "declare double @expm1(double)"}
 
 
-def helpers_used(text: str) -> list:
-    """The helper definitions a module's functions call (mlbh_tanh32 brings mlbh_exp32)."""
+def helpers_used(text: str) -> dict:
+    """{name: definition} of the helpers a module's functions call (mlbh_tanh32 brings
+    mlbh_exp32)."""
     used = [name for name in HELPERS if f"@{name}(" in text]
     if "mlbh_tanh32" in used and "mlbh_exp32" not in used:
         used.append("mlbh_exp32")
-    return [HELPERS[name] for name in used]
+    return {name: HELPERS[name] for name in used}

@@ -60,11 +60,11 @@ class Function:
         self.labels = 0
         self.block = "entry"
         self.entry = []  # allocas, placed in the entry block
-        self.declarations = set()  # of the functions it calls
+        self.declarations = {}  # callee -> its declaration
 
     def call(self, ret: str, callee: str, *args) -> str:
         """A call of `callee` on (type, value) pairs; declares it (intrinsics, libm)."""
-        self.declarations.add(f"declare {ret} @{callee}({', '.join(t for t, _ in args)})")
+        self.declarations[callee] = f"declare {ret} @{callee}({', '.join(t for t, _ in args)})"
         return self.value(f"call {ret} @{callee}({', '.join(f'{t} {v}' for t, v in args)})")
 
     def value(self, text: str) -> str:
