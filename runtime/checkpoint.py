@@ -132,6 +132,18 @@ def save_checkpoint(out_dir, step, params, opt_state, state, keep_last=3, best_m
     return final
 
 
+def check_tensors(tensors, shapes, what):
+    """CheckpointError naming the first tensor missing, extra, or of the wrong shape."""
+    for name in sorted(set(shapes) | set(tensors)):
+        if name not in tensors:
+            raise CheckpointError(f"{what} {name} is missing")
+        if name not in shapes:
+            raise CheckpointError(f"{what} {name} is not a tensor of this model")
+        if tuple(tensors[name].shape) != tuple(shapes[name]):
+            raise CheckpointError(f"{what} {name} has shape {list(tensors[name].shape)}, the model needs "
+                                  f"{list(shapes[name])}")
+
+
 def load_checkpoint(path):
     """Load a checkpoint from a run directory (follows latest.json) or a ckpt directory."""
     directory = resolve_checkpoint_dir(path)

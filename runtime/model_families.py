@@ -8,7 +8,7 @@ import importlib
 
 from mlbh.tracer.errors import CheckpointError
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_tensors, load_checkpoint
 
 DEFAULT_FAMILY = "gpt2"
 _FAMILIES = {}
@@ -30,9 +30,12 @@ def model_from_dict(spec, where="model"):
 
 
 def load_model(path):
-    """(checkpoint, model object) for a run directory or a checkpoint directory."""
+    """(checkpoint, model object) for a run directory or a checkpoint directory; its
+    parameters are checked against the model's names and shapes."""
     ck = load_checkpoint(path)
     spec = (ck.state or {}).get("model")
     if not isinstance(spec, dict):
         raise CheckpointError(f"{ck.path}: no model config in state.json")
-    return ck, model_from_dict(spec, f"{ck.path}/state.json")
+    model = model_from_dict(spec, f"{ck.path}/state.json")
+    check_tensors(ck.params, model.param_shapes(), f"{ck.path}: parameter")
+    return ck, model

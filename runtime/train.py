@@ -10,7 +10,7 @@ import time
 
 from mlbh.tracer.errors import CheckpointError, ConfigError
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import check_tensors, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import TokenDataset
 from .evaluate import Evaluator, fixed_val_batches
 from .executable import to_host
@@ -69,14 +69,14 @@ class Trainer:
                 raise ConfigError(f"{cfg.out}: the latest checkpoint is at step {ck.step}, not below max_steps "
                                   f"{cfg.max_steps}; raise --max-steps to train further")
             params = ck.params
-            _check_tensors(params, self.model.param_shapes(), f"{ck.path}: parameter")
+            check_tensors(params, self.model.param_shapes(), f"{ck.path}: parameter")
             m = {k[2:]: v for k, v in ck.opt_state.items() if k.startswith("m/")}
             v = {k[2:]: v for k, v in ck.opt_state.items() if k.startswith("v/")}
             if not ck.opt_state:  # an imported model (mlbh import-hf) has no optimizer state yet
                 self.log(f"mlbh: {ck.path} has no AdamW state; its moments start at zero")
                 m, v = self.runner.zeros_like(params), self.runner.zeros_like(params)
             for name, moments in (("m", m), ("v", v)):
-                _check_tensors(moments, self.model.param_shapes(), f"{ck.path}: AdamW {name} of")
+                check_tensors(moments, self.model.param_shapes(), f"{ck.path}: AdamW {name} of")
             self.log(f"mlbh: resuming from {ck.path} at step {ck.step}")
             return {"params": params, "m": m, "v": v, "step": ck.step}
         if cfg.resume:
@@ -151,18 +151,6 @@ class Trainer:
         ids = sampler.generate(_to_host(params), tok.encode(prompt), n_tokens or self.cfg.sample_tokens,
                                seed=self.cfg.seed)
         return tok.decode(ids)
-
-
-def _check_tensors(tensors, shapes, what):
-    """CheckpointError naming the first tensor missing, extra, or of the wrong shape."""
-    for name in sorted(set(shapes) | set(tensors)):
-        if name not in tensors:
-            raise CheckpointError(f"{what} {name} is missing")
-        if name not in shapes:
-            raise CheckpointError(f"{what} {name} is not a tensor of this model")
-        if tuple(tensors[name].shape) != tuple(shapes[name]):
-            raise CheckpointError(f"{what} {name} has shape {list(tensors[name].shape)}, the model needs "
-                                  f"{list(shapes[name])}")
 
 
 def train(cfg: TrainConfig, make_model, log=None):

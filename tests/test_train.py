@@ -145,6 +145,15 @@ def test_resume_checks_the_checkpoint_against_the_run(dataset, tmp_path):
     with pytest.raises(CheckpointError, match=r"AdamW v of \S+ has shape \[1"):
         trainer(4, True).run()
 
+    from mlbh.runtime.checkpoint import load_checkpoint
+    from mlbh.runtime.model_families import load_model
+    ck = load_checkpoint(tmp_path)
+    params = dict(ck.params)
+    params["ln_f.bias"] = params["ln_f.bias"][:1]
+    save_checkpoint(tmp_path, 5, params, {}, ck.state)
+    with pytest.raises(CheckpointError, match=r"parameter ln_f.bias has shape \[1\], the model needs"):
+        load_model(tmp_path)  # as `mlbh eval` and `mlbh sample` load a run
+
 
 def test_cuda_runner_without_a_device_is_a_one_line_error():
     from mlbh.codegen.cuda_device import DeviceError, cuda_available
