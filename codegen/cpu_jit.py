@@ -17,7 +17,7 @@ from .cpu_target import host_features
 
 MAGIC = b"MLBHCPUOBJ1\n"
 
-_ENGINES = {}  # object key -> (engine, object bytes): loaded code stays alive with its engine
+_ENGINES = {}  # object key -> (engine, the object bytes it was loaded from): its code lives as long as they do
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,6 +12,17 @@ def _f(x):
     return literal(x, "float32")
 
 
+def _horner(out: str, x: str, coefficients) -> str:
+    """Lines computing %out = (...(c0 x + c1) x + ...) + cn in float32, by Horner's rule
+    (an added negative constant is the same IEEE operation as a subtracted positive one)."""
+    lines, acc = [], _f(coefficients[0])
+    for i, c in enumerate(coefficients[1:]):
+        name = out if i == len(coefficients) - 2 else f"{out}{i}"
+        lines += [f"  %{out}m{i} = fmul float {acc}, {x}", f"  %{name} = fadd float %{out}m{i}, {_f(c)}"]
+        acc = f"%{name}"
+    return "\n".join(lines)
+
+
 # exp(x) within 1.5 ulp, branch-free: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), a
 # degree-7 polynomial for exp(r) (Cephes' expf), then 2^n from exponent bits in two halves
 # so that n = 128 and n = -126 stay in range. Below the smallest normal float32 it is 0.
@@ -25,16 +36,8 @@ EXP32 = f"""define internal float @mlbh_exp32(float %x) alwaysinline nounwind {{
   %r1 = fsub float %xc, %c1
   %c2 = fmul float %n, {_f(2.12194440e-4)}
   %r = fadd float %r1, %c2
-  %p0 = fmul float {_f(1.9875691500e-4)}, %r
-  %p1 = fadd float %p0, {_f(1.3981999507e-3)}
-  %p2 = fmul float %p1, %r
-  %p3 = fadd float %p2, {_f(8.3334519073e-3)}
-  %p4 = fmul float %p3, %r
-  %p5 = fadd float %p4, {_f(4.1665795894e-2)}
-  %p6 = fmul float %p5, %r
-  %p7 = fadd float %p6, {_f(1.6666665459e-1)}
-  %p8 = fmul float %p7, %r
-  %p9 = fadd float %p8, {_f(5.0000001201e-1)}
+{_horner("p9", "%r", (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                      1.6666665459e-1, 5.0000001201e-1))}
   %rr = fmul float %r, %r
   %p10 = fmul float %p9, %rr
   %p11 = fadd float %p10, %r
@@ -70,14 +73,8 @@ TANH32 = f"""define internal float @mlbh_tanh32(float %x) alwaysinline nounwind 
   %q = fdiv float {_f(2.0)}, %e1
   %big = fsub float {_f(1.0)}, %q
   %s = fmul float %x, %x
-  %p0 = fmul float {_f(-5.70498872745e-3)}, %s
-  %p1 = fadd float %p0, {_f(2.06390887954e-2)}
-  %p2 = fmul float %p1, %s
-  %p3 = fsub float %p2, {_f(5.37397155531e-2)}
-  %p4 = fmul float %p3, %s
-  %p5 = fadd float %p4, {_f(1.33314422036e-1)}
-  %p6 = fmul float %p5, %s
-  %poly = fsub float %p6, {_f(3.33332819422e-1)}
+{_horner("poly", "%s", (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+                        -3.33332819422e-1))}
   %sp = fmul float %s, %poly
   %sp1 = fadd float {_f(1.0)}, %sp
   %small = fmul float %x, %sp1
