@@ -7,8 +7,9 @@ is stored into that input itself):
     void k_<hash>(i64 lo, i64 hi, i64 n, ptr a0, ptr a1, ...)
 
 It runs rows o in [lo, hi) (column kernels: column chunks), so the runtime can split the
-rows of a big kernel across threads; n is the loop length of a kernel whose length comes
-from its buffers (size_generic: the AdamW update renders once for every parameter shape).
+rows of a big kernel across threads; n is the inner loop length of a reduction whose length
+comes from its buffers. Kernels whose code does not depend on their length (size_generic)
+render once for every shape: the AdamW update of every parameter is one function.
 Buffers are numbered by first use and temporaries by position, so the same layer at
 another depth renders to the same text and compiles once. Values that do not depend on
 the inner index r are computed before the r loop; each distinct node once per scope.
@@ -32,11 +33,6 @@ from .cpu_scalar_ops import float_op, int_divide, int_op
 from .kernel_ir import Kernel, Node, compute_dtype, uses_inner_index
 from .llvm_ir import UNSIGNED, Function, convert, is_float, literal, ll_type, mem_type
 from .one_hot_sums import split_one_hot_stores
-
-# Below this many elements a kernel runs on one thread: for the GPT block of
-# scripts/bench_block_cpu.py (kernels of 0.1M-2M elements, 2 cores) parallel kernels made
-# the step slower (69 -> 55 ms with all kernels serial, 52 -> 38 ms with 2 BLAS threads).
-PARALLEL_MIN_WORK = 1 << 22
 
 _FCMP = {"lt": "olt", "le": "ole", "eq": "oeq", "ne": "une"}
 _ICMP = {"lt": "slt", "le": "sle", "eq": "eq", "ne": "ne"}
@@ -374,24 +370,25 @@ def _render_rows(kernel: Kernel, k: _KernelIR, inner_len: str):
 @dataclass(frozen=True)
 class CpuKernel:
     """A rendered kernel: its function's name and IR, the buffers in argument order, and
-    how to call it: rows [0, rows) split across threads when parallel, and n."""
+    how to call it: rows [0, rows), which may be split across threads when parallel, and
+    n. work: the elements it computes, for the runtime to judge whether splitting pays."""
     name: str
     source: str
     params: list
     rows: int
     n: int
     parallel: bool
+    work: int
     declarations: tuple  # (callee, declaration) of the intrinsics and functions it calls
 
 
 def render_kernel(kernel: Kernel) -> CpuKernel:
     """Structurally equal kernels get equal names and sources."""
-    sized_by = None
-    if kernel.outer * kernel.inner < PARALLEL_MIN_WORK:
-        kernel, sized_by = loops.size_generic(kernel)
+    work = kernel.outer * kernel.inner
+    kernel, sized_by = loops.size_generic(kernel)
     if sized_by is None:
         kernel = loops.with_loops_split(kernel)
-    parallel = not kernel.serial and kernel.outer > 1 and kernel.outer * kernel.inner >= PARALLEL_MIN_WORK
+    parallel = not kernel.serial and kernel.outer > 1
     k = _KernelIR(kernel)
     if loops.is_column_kernel(kernel):
         parallel = parallel and kernel.outer > loops.COLUMN_CHUNK
@@ -407,7 +404,7 @@ def render_kernel(kernel: Kernel) -> CpuKernel:
     body = k.fn.body_text()
     name = "k_" + hashlib.sha256(f"{args}\n{body}".encode()).hexdigest()[:16]
     source = f"define void @{name}({args}) nounwind {{\n{body}\n}}\n"
-    return CpuKernel(name, source, buffers, rows, n, parallel, tuple(sorted(k.fn.declarations.items())))
+    return CpuKernel(name, source, buffers, rows, n, parallel, work, tuple(sorted(k.fn.declarations.items())))
 
 
 def render_program(kernels, headers=True):

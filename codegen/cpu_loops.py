@@ -103,13 +103,13 @@ def _with_index_math_simplified(kernel: Kernel) -> Kernel:
 
 
 def size_generic(kernel: Kernel):
-    """(kernel, buffer) when the kernel can be one loop over r whose trip count is the
-    length of that buffer, else (kernel, None): an elementwise kernel (its flat index o
-    renamed r, so that values the same for every element leave the loop) whose every load
-    and store is at the loop index or a constant one, the length taken from an output; or
-    a reduction to one value (outer 1) reading an input of the reduced length at r. The
-    AdamW update of each parameter, and the sum of its squared gradient, then render alike
-    for every parameter shape and compile once."""
+    """(kernel, buffer) when the kernel's code does not depend on its length, which the
+    buffer's length gives, else (kernel, None): an elementwise kernel whose every load and
+    store is at its row o or at a constant index (its rows [lo, hi) are the call's
+    arguments; LLVM hoists the values that are the same for every row), or a reduction to
+    one value (outer 1) reading an input of the reduced length at r (its length is the
+    argument n). The AdamW update of each parameter, and the sum of its squared gradient,
+    then render alike for every parameter shape and compile once."""
     if kernel.serial or kernel.levels != 1:
         return kernel, None
     if kernel.inner == 1 and not kernel.reductions and all(st.level == 0 for st in kernel.stores):
@@ -125,13 +125,7 @@ def size_generic(kernel: Kernel):
         if idx.op != "iconst" and not (idx.op == "ivar" and idx.attr[0] == var):
             return kernel, None
     sizes = {b.name: b.size for b in kernel.inputs + kernel.outputs}
-    sized_by = next((b for b in candidates if sizes[b] == length), None)
-    if sized_by is None or var == "r":
-        return kernel, sized_by
-    r, memo = Node("ivar", (), "int64", ("r",)), {}
-    stores = [replace(st, index=substitute(st.index, "o", r, memo), value=substitute(st.value, "o", r, memo))
-              for st in kernel.stores]
-    return replace(kernel, outer=1, inner=length, stores=stores, outer_shape=(), inner_shape=kernel.outer_shape), sized_by
+    return kernel, next((b for b in candidates if sizes[b] == length), None)
 
 
 COSTLY_OPS = frozenset({"exp", "tanh", "log", "sqrt", "rsqrt", "pow", "erf", "div"})

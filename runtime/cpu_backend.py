@@ -1,8 +1,9 @@
 """The CPU backend: kernels rendered to LLVM IR and compiled by llvmlite (codegen/cpu.py,
 codegen/cpu_jit.py), dot_general through numpy's BLAS.
 
-A kernel is called through ctypes, which releases the GIL: a kernel big enough to run in
-parallel has its rows split into one contiguous share per core, run on a thread pool."""
+A kernel is called through ctypes, which releases the GIL: a kernel of at least
+PARALLEL_MIN_WORK elements has its rows split into one contiguous share per core, run on
+a thread pool."""
 import ctypes
 import os
 import weakref
@@ -17,6 +18,12 @@ from mlbh.tracer.errors import MlbhError
 from .blas_threads import limit_blas_threads
 from .executable import dot_into
 
+# Below this many elements a kernel runs on the calling thread alone. On a 2-core VM a
+# share's round trip through the pool takes 80-130 us and OpenBLAS's spinning worker
+# holds the other core between GEMMs: splitting the anchor's kernels (0.1M-2M elements)
+# made the GPT block slower (bench_block_cpu.py: torch/jit 0.83-0.92x serial, 0.76-0.77x
+# split from 16K elements; bench_train_cpu.py --parallel-min-work races thresholds).
+PARALLEL_MIN_WORK = 1 << 22
 _POOL = []
 
 
@@ -84,7 +91,7 @@ class CpuBackend:
     def run_kernel(self, compiled, kernel, bufs):
         fn, ck = compiled["functions"][kernel.name]
         pointers = [self._address(bufs[p]) for p in ck.params]
-        shares = min(self.threads, ck.rows) if ck.parallel else 1
+        shares = min(self.threads, ck.rows) if ck.parallel and ck.work >= PARALLEL_MIN_WORK else 1
         if shares <= 1:
             fn(0, ck.rows, ck.n, *pointers)
             return
@@ -95,7 +102,7 @@ class CpuBackend:
         for f in pending:
             f.result()
 
-    def dot(self, out, a, b, dimension_numbers):
+    def dot(self, out, a, b, dimension_numbers, dtype):
         dot_into(np, out, a, b, dimension_numbers)
 
     def synchronize(self):

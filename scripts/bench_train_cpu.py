@@ -6,6 +6,7 @@ batch, in one run. Prints ms/step (median), first-call times, and ratios.
     python scripts/bench_train_cpu.py --configs anchor --steps 20
     python scripts/bench_train_cpu.py --configs anchor --no-torch --profile   # where mlbh's time goes
     python scripts/bench_train_cpu.py --configs anchor --no-torch --steps 2 --rounds 1 --compile-profile
+    python scripts/bench_train_cpu.py --configs anchor --no-torch --parallel-min-work 4096,16384,65536,4194304
 """
 import argparse
 import math
@@ -19,6 +20,7 @@ import numpy as np
 
 from mlbh.models.config import GPT2Config, preset
 from mlbh.models.gpt2 import GPT2
+from mlbh.runtime import cpu_backend
 from mlbh.runtime.optim import AdamWConfig
 from mlbh.runtime.train_step import StepRunner
 
@@ -41,6 +43,19 @@ def mlbh_contender(config, data):
 
     exe = lambda: list(runner.micro.cache.values())[0][0]  # noqa: E731  (after the first step)
     return step, {"runner": runner, "state": state, "program": exe}
+
+
+def with_parallel_min_work(contender, threshold):
+    """The contender with cpu_backend.PARALLEL_MIN_WORK set to threshold for each of its steps."""
+    step, info = contender
+
+    def split_step(i):
+        saved, cpu_backend.PARALLEL_MIN_WORK = cpu_backend.PARALLEL_MIN_WORK, threshold
+        try:
+            return step(i)
+        finally:
+            cpu_backend.PARALLEL_MIN_WORK = saved
+    return split_step, info
 
 
 def print_profile(runner, state, data, steps, top=25):
@@ -163,6 +178,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds the timed steps are split into")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first step takes ~20 s)")
     ap.add_argument("--no-torch", action="store_true", help="time mlbh only")
+    ap.add_argument("--parallel-min-work", default="",
+                    help="comma-separated kernel sizes (elements): also race mlbh with each as the size from "
+                         f"which kernels split across cores (default {cpu_backend.PARALLEL_MIN_WORK})")
     ap.add_argument("--profile", action="store_true", help="also time every kernel and GEMM of mlbh's step")
     ap.add_argument("--compile-profile", action="store_true",
                     help="compile mlbh's step from an empty cache and print where the time went (the cold "
@@ -203,6 +221,8 @@ def main():
               f"{config.vocab_size}, batch {batch} x {seq}, float32, {args.steps} timed steps in "
               f"{args.rounds} interleaved rounds")
         contenders = {"mlbh": mlbh_contender(config, data)}
+        for threshold in filter(None, args.parallel_min_work.split(",")):
+            contenders[f"mlbh split>={threshold}"] = with_parallel_min_work(mlbh_contender(config, data), int(threshold))
         if torch is not None and not args.no_torch:
             contenders["torch eager"] = torch_contender(config, data, False)
             if not args.no_compile:

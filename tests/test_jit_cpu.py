@@ -191,12 +191,18 @@ def test_exp_and_tanh_are_accurate_over_the_float32_range(exp_and_tanh):
 
 
 def test_parallel_kernels_match_reference(monkeypatch):
-    """Kernels above cpu.PARALLEL_MIN_WORK elements have their rows (or column chunks) split
-    across threads; lowering the threshold runs that code on small shapes: row kernels
-    (softmax and its backward, a max over a middle axis) and a column kernel (the bias
-    gradient over 300 columns: three chunks, accumulated in per-column stack arrays)."""
+    """Kernels of cpu_backend.PARALLEL_MIN_WORK elements or more have their rows (or column
+    chunks) split across threads; lowering the threshold to 1 and claiming three cores runs
+    that code on small shapes: row kernels (softmax and its backward, a max over a middle
+    axis) and a column kernel (the bias gradient over 300 columns: three chunks,
+    accumulated in per-column stack arrays)."""
     from mlbh.codegen import cpu
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 1)
+    from mlbh.runtime import cpu_backend
+    monkeypatch.setattr(cpu_backend, "PARALLEL_MIN_WORK", 1)
+    monkeypatch.setattr(cpu_backend, "available_cores", lambda: 3)
+    shares = []
+    real_pool = cpu_backend._pool
+    monkeypatch.setattr(cpu_backend, "_pool", lambda workers: shares.append(workers) or real_pool(workers))
     x, b = randn(16, 20, 300), randn(300)
 
     def loss(x, b):
@@ -207,6 +213,8 @@ def test_parallel_kernels_match_reference(monkeypatch):
     assert any(ck.parallel and "alloca" not in ck.source for ck in rendered)
     assert any(ck.parallel and "alloca" in ck.source for ck in rendered)
     assert_same_tree(jit(fn, backend="cpu")(x, b), jit(fn, backend="reference")(x, b), "parallel kernels")
+    split = sum(ck.parallel for ck in rendered)
+    assert len(shares) == 2 * split, "each splittable kernel hands two of its three shares to the pool"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -265,8 +273,9 @@ def test_later_levels_read_back_a_stored_sum_instead_of_reloading_its_terms():
 def test_cpu_keeps_independent_updates_apart_and_compiles_them_once():
     """A clipped update of four parameters of three shapes: on the CPU each parameter gets
     its own kernels (two of equal shape are not merged, as on CUDA, for they share no data),
-    and every kernel, whatever its length, runs one shared function that takes the length
-    as its argument n; the same holds for the per-parameter sums of squared gradients."""
+    and every kernel, whatever its length, runs one shared function over the rows [lo, hi)
+    it is called with; the per-parameter sums of squared gradients share one function that
+    takes the length as its argument n."""
     from mlbh.codegen import cpu
     shapes = {"w1": (4, 8), "w2": (4, 8), "b": (5,), "e": (6, 3)}
     params, grads = ({k: randn(*s) for k, s in shapes.items()} for _ in range(2))
@@ -287,8 +296,10 @@ def test_cpu_keeps_independent_updates_apart_and_compiles_them_once():
     _, names = cpu.render_program(kernels)
     assert len({names[k.name].name for k in sums}) == 1
     assert len({names[k.name].name for k in updates}) == 1
-    assert "icmp slt i64 0, %n" in names[updates[0].name].source
-    assert sorted(names[k.name].n for k in updates) == sorted(int(np.prod(shapes[p])) for p in ("b", "e", "w1"))
+    lengths = sorted(int(np.prod(shapes[p])) for p in ("b", "e", "w1"))
+    assert sorted(names[k.name].rows for k in updates) == lengths  # rows [lo, hi): splittable across threads
+    assert sorted(names[k.name].n for k in sums) == lengths
+    assert "icmp slt i64 0, %n" in names[sums[0].name].source
     assert len(jit(update, backend="cuda").lower(params, grads, lr).program.kernels) < len(kernels)
 
 
