@@ -60,11 +60,13 @@ class CudaBackend:
         fn, kc = compiled["functions"][kernel.name]
         fn((kc.grid,), (kc.block,), tuple(bufs[p] for p in kc.params), shared_mem=kc.shared_bytes)
 
-    def dot(self, out, a, b, dimension_numbers):
-        if a.dtype != np.uint16:
+    def dot(self, out, a, b, dimension_numbers, dtype):
+        """dtype: the operands' dtype in the program; bfloat16's uint16 bits go to cuBLAS's
+        bf16 GEMM, genuine uint16 ones to cupy.matmul like every other dtype."""
+        if dtype == "bfloat16":
+            gemm_bf16(self.xp, out, *matrix_stacks(self.xp, a, b, dimension_numbers))
+        else:
             dot_into(self.xp, out, a, b, dimension_numbers)
-            return
-        gemm_bf16(self.xp, out, *matrix_stacks(self.xp, a, b, dimension_numbers))
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()

@@ -174,8 +174,7 @@ class Executable:
         prog, xp = self.program, self.backend.xp
         a = apply_view(bufs[step.a].reshape(prog.buffers[step.a].shape), step.a_view)
         b = apply_view(bufs[step.b].reshape(prog.buffers[step.b].shape), step.b_view)
-        out = bufs[step.out]
-        self.backend.dot(out, a, b, step.dimension_numbers)
+        self.backend.dot(bufs[step.out], a, b, step.dimension_numbers, prog.buffers[step.a].dtype)
 
 
 def _reads_only_same_element(kernel, name):

@@ -85,3 +85,22 @@ def test_padded_rows_use_the_leading_dimension_and_odd_strides_are_copied():
         np.testing.assert_allclose(run_plan(a3, bb), np.matmul(a3.astype(np.float64), bb), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="copy the operand"):
         plan_gemm(every_other.shape, element_strides(every_other), (1, 5, 3), (15, 3, 1))
+
+
+def test_only_bfloat16_dots_take_the_bf16_gemm(monkeypatch):
+    """bfloat16 lives on the device as uint16 bits; a program's genuine uint16 dot_general
+    must not be read as bf16 (the backend routes by the program's dtype, not the storage's).
+    Run with numpy standing in for CuPy: no GPU needed to check the routing."""
+    from mlbh.runtime import cuda_backend
+    taken = []
+    monkeypatch.setattr(cuda_backend, "gemm_bf16", lambda xp, out, a3, b3: taken.append((a3.shape, b3.shape)))
+    backend = object.__new__(cuda_backend.CudaBackend)
+    backend.xp = np
+    dims = (((1,), (0,)), ((), ()))
+    a, b = np.array([[3, 4], [5, 6]], np.uint16), np.array([[7], [8]], np.uint16)
+    out = np.zeros(2, np.uint16)
+    backend.dot(out, a, b, dims, "uint16")
+    np.testing.assert_array_equal(out, [3 * 7 + 4 * 8, 5 * 7 + 6 * 8])
+    assert taken == []
+    backend.dot(out, a, b, dims, "bfloat16")
+    assert taken == [((1, 2, 2), (1, 2, 1))]
