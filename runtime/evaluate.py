@@ -21,6 +21,7 @@ class Evaluator:
 
     def mean_loss(self, params, batches) -> float:
         total, count = 0.0, 0.0
+        params = self.fn.device_put(params)
         for tokens, targets in batches:
             self.model.check_tokens(tokens)
             t, c = self.fn(params, tokens, targets)

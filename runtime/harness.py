@@ -75,6 +75,7 @@ class MlbhLM(TemplateLM):
         if not 1 <= self._max_length <= model.context:
             raise ConfigError(f"max_length {self._max_length} must be in [1, {model.context}] (the model context)")
         self._scores = jit(make_token_scores(model), backend=self.backend, warn_on_retrace=False)
+        self.params = self._scores.device_put(params)
         self._sampler = None
 
     # ---- tokens ------------------------------------------------------------------------

@@ -234,6 +234,18 @@ class Jitted:
     def lower(self, *args) -> Lowered:
         return Lowered(self.fn, args, self.backend, self.name)
 
+    def device_put(self, tree):
+        """tree with its numpy arrays on this function's device, for arguments passed to many
+        calls (a model's parameters): on cuda CuPy arrays, uploaded once here instead of in
+        every call; elsewhere tree as it is. bfloat16 arrays stay on the host (CuPy has no
+        bfloat16 dtype; each call uploads their bits)."""
+        if self.backend != "cuda":
+            return tree
+        from mlbh.codegen.cuda_device import require_cupy
+        cupy, bf16 = require_cupy(), dtypes.to_numpy("bfloat16")
+        return pytree.tree_map(lambda x: cupy.asarray(x) if isinstance(x, np.ndarray) and x.dtype != bf16 else x,
+                               tree)
+
     def _compiled(self, args):
         sig = _signature(args)
         entry = self.cache.get(sig)

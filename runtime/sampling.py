@@ -20,6 +20,7 @@ class WindowSampler:
 
     def generate(self, params, prompt_ids, n_tokens, temperature=0.8, top_k=50, seed=0, on_token=None):
         check_sampling(n_tokens, temperature, top_k)
+        params = self.forward.device_put(params)
         rng = np.random.default_rng(seed)
         ids = list(prompt_ids) or [0]
         for _ in range(n_tokens):
@@ -79,6 +80,7 @@ class KVSampler:
         """prompt_ids + up to n_tokens new ids; on_token(id) sees each new id as it comes and
         stops the generation by returning True."""
         check_sampling(n_tokens, temperature, top_k, top_p)
+        params = self.decode.device_put(params)
         rng = np.random.default_rng(seed)
         ids = list(prompt_ids) or [0]
         context = self.model.context

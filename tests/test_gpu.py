@@ -159,3 +159,17 @@ def test_cuda_graph_applies_a_donated_update_once_per_call():
     for k in range(1, 3):
         p = to_host(step(p, np.ones(8, np.float32)))
         np.testing.assert_allclose(p, np.arange(8) - 0.1 * k, rtol=1e-6)
+
+
+def test_device_put_uploads_parameters_once_and_sampling_agrees():
+    import cupy
+
+    from mlbh.models.gpt2 import GPT2
+    from mlbh.runtime.sampling import KVSampler
+    model = GPT2(preset("mini", vocab_size=211, block_size=64))
+    params = model.init_params(0)
+    sampler = KVSampler(model, "cuda")
+    on_device = sampler.decode.device_put(params)
+    assert all(isinstance(v, cupy.ndarray) for v in on_device.values())
+    prompt = [5, 6, 7]
+    assert sampler.generate(on_device, prompt, 8, temperature=0) == sampler.generate(params, prompt, 8, temperature=0)
