@@ -55,12 +55,14 @@ def _substituted(eqn, subst):
 
 @_recorded("cse")
 def cse(graph):
-    """Merge eqns that apply the same primitive with the same params to the same inputs."""
+    """Merge eqns that apply the same primitive with the same params to the same inputs.
+    A checkpoint's recomputation in the backward pass (scope remat(...)) is never merged
+    into the forward pass's eqns: that would keep the forward values alive instead."""
     seen, subst, kept = {}, {}, []
     for e in graph.eqns:
         e = _substituted(e, subst)
         key = (e.prim, tuple(v.id for v in e.inputs),
-               tuple(sorted((k, _param_key(v)) for k, v in e.params.items())))
+               tuple(sorted((k, _param_key(v)) for k, v in e.params.items())), "remat(" in (e.scope or ""))
         if key in seen:
             subst.update(zip(e.outputs, seen[key].outputs))
             continue
