@@ -33,6 +33,9 @@ _D = TrainConfig()
               help="Where to run [default: cuda if a GPU is visible, else cpu]")
 @click.option("--sample-tokens", type=int, help=f"Tokens to generate at the end [default: {_D.sample_tokens}]")
 @click.option("--resume", is_flag=True, default=None, help="Continue from the latest checkpoint in --out.")
+@click.option("--remat-attention", is_flag=True, default=None,
+              help="Recompute each layer's attention in the backward pass instead of keeping its "
+                   "batch x heads x seq^2 probabilities: much less memory, two more GEMMs a layer.")
 @click.option("--dump-ir", type=click.Path(file_okay=False), help="Write every compile stage of every step function here.")
 def train(config_file, dump_ir, **flags):
     """Train a GPT-2-style model with the compiled train step.

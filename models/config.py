@@ -18,6 +18,9 @@ class GPT2Config:
     dropout: float = 0.0
     layer_norm_eps: float = 1e-5
     compute_dtype: str = "float32"  # "bfloat16" for mixed precision on CUDA
+    # recompute each layer's attention (q k^T, softmax, probs v) in the backward pass instead
+    # of keeping its (batch, heads, seq, seq) probabilities: less memory, two more GEMMs a layer
+    remat_attention: bool = False
 
     def __post_init__(self):
         if self.n_embd % self.n_head:

@@ -10,6 +10,7 @@ import numpy as np
 from mlbh.tracer import ops
 from mlbh.tracer.errors import ConfigError, DataError
 from mlbh.tracer.tracing import name_scope
+from mlbh.tracer.transforms import checkpoint
 
 from .config import GPT2Config
 
@@ -100,7 +101,8 @@ def _block(p, x, config, i, dropout_key, kv_out=None):
         q, k, v = (ops.transpose(ops.reshape(t, (B, T, H, D)), (0, 2, 1, 3)) for t in ops.split(qkv, 3, axis=-1))
         if kv_out is not None:
             kv_out.append((k, v))
-        y = ops.causal_attention(q, k, v)
+        attention = checkpoint(ops.causal_attention, name="attention") if config.remat_attention else ops.causal_attention
+        y = attention(q, k, v)
         y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (B, T, C))
         y = _linear(y, w("attn.c_proj.weight"), w("attn.c_proj.bias"))
         x = ops.add(x, _dropout(y, config, dropout_key, 2 * i))
@@ -195,10 +197,11 @@ class GPT2:
         return cls(GPT2Config.from_dict(d))
 
 
-def from_preset(name: str, vocab_size: int | None = None, compute_dtype: str = "float32") -> GPT2:
+def from_preset(name: str, vocab_size: int | None = None, compute_dtype: str = "float32",
+                remat_attention: bool = False) -> GPT2:
     """GPT2 for a preset name, with the vocabulary of the data it will see."""
     from .config import preset
-    overrides = {"compute_dtype": compute_dtype}
+    overrides = {"compute_dtype": compute_dtype, "remat_attention": remat_attention}
     if vocab_size:
         overrides["vocab_size"] = vocab_size
     return GPT2(preset(name, **overrides))

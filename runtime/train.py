@@ -22,11 +22,21 @@ from .train_config import TrainConfig
 from .train_step import StepRunner
 
 
-def _make_model(cfg: TrainConfig, make_model, vocab_size: int):
-    model = make_model(cfg.preset, vocab_size, cfg.compute_dtype or "float32")
+def _make_model(cfg: TrainConfig, make_model, vocab_size: int, backend: str):
+    dtype = cfg.compute_dtype or ("bfloat16" if backend == "cuda" else "float32")
+    model = make_model(cfg.preset, vocab_size, dtype, remat_attention=cfg.remat_attention)
     if cfg.seq_len > model.context:
         raise ConfigError(f"seq_len {cfg.seq_len} exceeds the {cfg.preset} context {model.context}")
     return model
+
+
+def _same_model(saved: dict, model) -> bool:
+    """Whether a checkpoint's model dict describes this run's model: fields the checkpoint
+    predates take their defaults, and remat_attention (how the backward pass runs, not
+    what it computes) may differ."""
+    def settings(d):
+        return {k: v for k, v in d.items() if k != "remat_attention"}
+    return settings(type(model).from_dict(saved).to_dict()) == settings(model.to_dict())
 
 
 def _to_host(tree):
@@ -34,7 +44,7 @@ def _to_host(tree):
 
 
 class Trainer:
-    """Trains `make_model(preset, vocab_size, compute_dtype)`: any object with loss, forward,
+    """Trains `make_model(preset, vocab_size, compute_dtype, remat_attention=...)`: any object with loss, forward,
     init_params, param_shapes, check_tokens, context, describe and to_dict (models.gpt2.GPT2)."""
 
     def __init__(self, cfg: TrainConfig, make_model, log=print):
@@ -48,7 +58,7 @@ class Trainer:
             self.data_dir = cfg.data
         self.train_data = TokenDataset(self.data_dir, "train")
         self.val_data = TokenDataset(self.data_dir, "val")
-        self.model = _make_model(cfg, make_model, self.train_data.vocab_size)
+        self.model = _make_model(cfg, make_model, self.train_data.vocab_size, self.backend)
         self.opt = AdamWConfig(lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
                                max_steps=cfg.max_steps, beta1=cfg.beta1, beta2=cfg.beta2,
                                weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
@@ -62,7 +72,7 @@ class Trainer:
         if cfg.resume and latest_checkpoint(cfg.out) is not None:
             ck = load_checkpoint(cfg.out)
             saved = ck.state.get("model")
-            if saved and saved != self.model.to_dict():
+            if saved and not _same_model(saved, self.model):
                 raise CheckpointError(f"{cfg.out}: the checkpoint's model config differs from this run's "
                                       f"({saved} vs {self.model.to_dict()})")
             if ck.step >= cfg.max_steps:

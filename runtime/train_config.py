@@ -31,6 +31,7 @@ class TrainConfig:
     seed: int = 0
     backend: str | None = None       # cpu | cuda | reference; None = cuda if available
     compute_dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
+    remat_attention: bool = False     # recompute attention in the backward pass (models.config)
     sample_tokens: int = 200
     resume: bool = False
     world_size: int = 1

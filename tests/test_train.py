@@ -97,10 +97,10 @@ def dataset(tmp_path_factory):
     return str(out)
 
 
-def _train(dataset, out, max_steps, resume=False):
+def _train(dataset, out, max_steps, resume=False, **settings):
     cfg = TrainConfig(preset="mini", data=dataset, out=str(out), seq_len=32, micro_batch=2, global_batch=4,
                       max_steps=20, warmup_steps=3, eval_interval=5, eval_batches=2, resume=resume,
-                      backend="cpu", keep_last=5)
+                      backend="cpu", keep_last=5, **settings)
     trainer = Trainer(cfg, from_preset, log=lambda *_: None)
     if max_steps < 20:  # stop early, as a crash or Ctrl-C would after a checkpoint
         trainer.cfg = cfg.with_overrides(max_steps=max_steps)
@@ -118,6 +118,40 @@ def test_resume_continues_bit_identically(dataset, tmp_path):
     assert straight["records"][-1]["loss"] == resumed["records"][-1]["loss"]
     assert straight["records"][-1]["loss"] < straight["records"][0]["loss"]
     assert (tmp_path / "b" / "latest.json").exists()
+
+
+def test_resume_may_switch_attention_recompute_and_reads_checkpoints_that_predate_it(dataset, tmp_path):
+    """remat_attention changes how the backward pass runs, not what it computes: a run may
+    resume with it switched on, from a checkpoint whose model dict has no such field."""
+    from mlbh.runtime.checkpoint import load_checkpoint
+    straight = _train(dataset, tmp_path / "a", 20)
+    _train(dataset, tmp_path / "b", 10)
+    ck = load_checkpoint(tmp_path / "b")
+    state = dict(ck.state, model={k: v for k, v in ck.state["model"].items() if k != "remat_attention"})
+    save_checkpoint(tmp_path / "b", ck.step, ck.params, ck.opt_state, state)
+    resumed = _train(dataset, tmp_path / "b", 20, resume=True, remat_attention=True)
+    assert resumed["final_step"] == 20
+    for k, v in straight["state"]["params"].items():
+        np.testing.assert_allclose(resumed["state"]["params"][k], v, rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_recomputed_attention_gives_the_same_gradients_in_less_memory():
+    from mlbh import tracer as T
+    from mlbh.runtime.jitted import jit
+    rng = np.random.default_rng(0)
+    tokens, targets = (rng.integers(0, 211, (2, 64)).astype(np.int32) for _ in range(2))
+    results, peaks = [], []
+    for remat in (False, True):
+        config = preset("mini", vocab_size=211, block_size=64).replace(remat_attention=remat)
+        vg = jit(T.value_and_grad(lambda p, a, b: gpt2.loss(p, a, b, config)), backend="cpu")
+        params = gpt2.init_params(config, 0)
+        results.append(vg(params, tokens, targets))
+        peaks.append(vg.lower(params, tokens, targets).memory.peak)
+    (loss, grads), (loss_remat, grads_remat) = results
+    np.testing.assert_allclose(loss_remat, loss, rtol=1e-6)
+    for k in grads:
+        np.testing.assert_allclose(grads_remat[k], grads[k], rtol=1e-4, atol=1e-7, err_msg=k)
+    assert peaks[1] < peaks[0], peaks
 
 
 def test_resume_checks_the_checkpoint_against_the_run(dataset, tmp_path):
@@ -161,3 +195,13 @@ def test_cuda_runner_without_a_device_is_a_one_line_error():
         pytest.skip("a CUDA device is visible")
     with pytest.raises(DeviceError, match="CUDA is not available"):
         StepRunner(GPT2(preset("mini", vocab_size=97)), AdamWConfig(), "cuda")
+
+
+def test_compute_dtype_defaults_to_bfloat16_on_cuda_and_float32_on_cpu():
+    from mlbh.runtime.train import _make_model
+    cfg = TrainConfig(preset="mini", seq_len=32)
+    assert _make_model(cfg, from_preset, 300, "cuda").config.compute_dtype == "bfloat16"
+    assert _make_model(cfg, from_preset, 300, "cpu").config.compute_dtype == "float32"
+    pinned = cfg.with_overrides(compute_dtype="float32", remat_attention=True)
+    model = _make_model(pinned, from_preset, 300, "cuda")
+    assert (model.config.compute_dtype, model.config.remat_attention) == ("float32", True)
