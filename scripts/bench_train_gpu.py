@@ -6,6 +6,7 @@ Prints ms/step (median), tokens/s, model FLOPs utilisation and the first step's 
 
     python scripts/bench_train_gpu.py                       # GPT-2 124M, 8 x 1024 tokens, bf16
     python scripts/bench_train_gpu.py --batch 16 --steps 30
+    python scripts/bench_train_gpu.py --remat-attention --no-compile   # also mlbh recomputing attention
     python scripts/bench_train_gpu.py --device cpu --preset tiny --batch 2 --seq 64 --dtype float32 --no-compile
                                                             # a smoke test of the script without a GPU
 """
@@ -58,6 +59,8 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="time mlbh only")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="also time mlbh with each step's functions replayed as CUDA graphs")
+    ap.add_argument("--remat-attention", action="store_true",
+                    help="also time mlbh recomputing attention in the backward pass (less memory)")
     args = ap.parse_args()
 
     config = preset(args.preset, compute_dtype=args.dtype if args.device == "cuda" else "float32")
@@ -87,6 +90,9 @@ def main():
     contenders = {"mlbh": mlbh_gpu_contender(config, data, "cuda" if args.device == "cuda" else "cpu")}
     if args.cuda_graph and args.device == "cuda":
         contenders["mlbh cuda graph"] = mlbh_gpu_contender(config, data, "cuda", cuda_graph=True)
+    if args.remat_attention:
+        contenders["mlbh remat attn"] = mlbh_gpu_contender(config.replace(remat_attention=True), data,
+                                                           "cuda" if args.device == "cuda" else "cpu")
     if torch is not None:
         autocast = getattr(torch, args.dtype) if args.dtype != "float32" else None
         contenders["torch eager"] = torch_contender(config, data, False, args.device, autocast)

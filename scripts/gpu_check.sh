@@ -10,7 +10,7 @@
 # 300, 0 = none), PARTS (default "tests bench": "tests" alone or "bench" alone splits the
 # check over two device calls, each of which may run at most 10 minutes).
 # The benchmarks are the GPU ones, scripts/bench_*_gpu.py (the others time the CPU), then
-# the train step again with --cuda-graph.
+# the train step again with --cuda-graph, and with --remat-attention.
 
 set -u
 cd "$(dirname "$0")/.."
@@ -202,6 +202,7 @@ for bench in "${BENCHES[@]}"; do
 done
 if [ ${#BENCHES[@]} -gt 0 ] && [ -f scripts/bench_train_gpu.py ]; then
     RUNS+=("bench_train_gpu_cuda_graph|scripts/bench_train_gpu.py --cuda-graph --no-compile")
+    RUNS+=("bench_train_gpu_remat_attention|scripts/bench_train_gpu.py --remat-attention --no-compile --no-torch")
 fi
 for run in "${RUNS[@]}"; do
     name=${run%%|*}
