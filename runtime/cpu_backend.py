@@ -22,7 +22,7 @@ from .executable import dot_into
 # share's round trip through the pool takes 80-130 us and OpenBLAS's spinning worker
 # holds the other core between GEMMs: splitting the anchor's kernels (0.1M-2M elements)
 # made the GPT block slower (bench_block_cpu.py: torch/jit 0.83-0.92x serial, 0.76-0.77x
-# split from 16K elements; bench_train_cpu.py --parallel-min-work races thresholds).
+# split from 16K or 256K elements; bench_train_cpu.py --parallel-min-work races thresholds).
 PARALLEL_MIN_WORK = 1 << 22
 _POOL = []
 
