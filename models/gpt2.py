@@ -101,7 +101,9 @@ def _block(p, x, config, i, dropout_key, kv_out=None):
         q, k, v = (ops.transpose(ops.reshape(t, (B, T, H, D)), (0, 2, 1, 3)) for t in ops.split(qkv, 3, axis=-1))
         if kv_out is not None:
             kv_out.append((k, v))
-        attention = checkpoint(ops.causal_attention, name="attention") if config.remat_attention else ops.causal_attention
+        attention = ops.causal_attention
+        if config.remat_attention:
+            attention = checkpoint(attention, name="attention")
         y = attention(q, k, v)
         y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (B, T, C))
         y = _linear(y, w("attn.c_proj.weight"), w("attn.c_proj.bias"))

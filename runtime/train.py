@@ -44,8 +44,9 @@ def _to_host(tree):
 
 
 class Trainer:
-    """Trains `make_model(preset, vocab_size, compute_dtype, remat_attention=...)`: any object with loss, forward,
-    init_params, param_shapes, check_tokens, context, describe and to_dict (models.gpt2.GPT2)."""
+    """Trains `make_model(preset, vocab_size, compute_dtype, remat_attention=...)`: any
+    object with loss, forward, init_params, param_shapes, check_tokens, context, describe,
+    to_dict and the classmethod from_dict (models.gpt2.GPT2)."""
 
     def __init__(self, cfg: TrainConfig, make_model, log=print):
         self.cfg = cfg.validate()
