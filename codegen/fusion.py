@@ -15,7 +15,6 @@
 import math
 from dataclasses import dataclass, field
 
-from mlbh.tracer import dtypes
 from mlbh.tracer.ir import Graph
 
 from . import indexing as ix

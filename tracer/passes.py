@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from . import dtypes
-from .ir import Eqn, Graph, Var
+from .ir import Eqn, Graph
 from .registry import get
 
 
