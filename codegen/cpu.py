@@ -7,7 +7,8 @@ is stored into that input itself):
     void k_<hash>(i64 lo, i64 hi, i64 n, ptr a0, ptr a1, ...)
 
 It runs rows o in [lo, hi) (column kernels: column chunks), so the runtime can split the
-rows of a big kernel across threads; n is the inner loop length of a reduction whose length
+rows of a big kernel across threads; `k_<hash>.packed(lo, hi, n, ptr args)` calls it with
+the buffers from one array, one signature for every kernel (codegen/cpu_fork_join.py); n is the inner loop length of a reduction whose length
 comes from its buffers. Kernels whose code does not depend on their length (size_generic)
 render once for every shape: the AdamW update of every parameter is one function.
 Buffers are numbered by first use and temporaries by position, so the same layer at
@@ -29,6 +30,7 @@ from mlbh.tracer import dtypes
 
 from . import cpu_loops as loops
 from .cpu_math_ir import HELPER_DECLARATIONS, helpers_used
+from .cpu_fork_join import packed_entry
 from .cpu_scalar_ops import float_op, int_divide, int_op
 from .kernel_ir import Kernel, Node, compute_dtype, uses_inner_index
 from .llvm_ir import UNSIGNED, Function, convert, is_float, literal, ll_type, mem_type
@@ -425,7 +427,7 @@ def render_program(kernels, headers=True):
                   for k in ks[:8]] if headers else []
         if headers and len(ks) > 8:
             header.append(f"; ... and {len(ks) - 8} more kernels of the same shape")
-        parts.append("\n".join(header + [ck.source]))
+        parts.append("\n".join(header + [ck.source, packed_entry(ck.name, len(ck.params))]))
         declarations.update(ck.declarations)
     code = "\n".join(parts)
     helpers = helpers_used(code)

@@ -18,6 +18,7 @@ from .cpu_target import host_features
 MAGIC = b"MLBHCPUOBJ1\n"
 
 _ENGINES = {}  # object key -> (engine, the object bytes it was loaded from): its code lives as long as they do
+_PINNED = {}  # the same for the runtime's own modules (worker loops run their code until the process ends)
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,11 +67,12 @@ def compile_object(source: str) -> bytes:
     return tm.emit_object(module)
 
 
-def load_module(source: str, function_names) -> dict:
+def load_module(source: str, function_names, pinned=False) -> dict:
     """{function name: address} of the module's functions, compiled (or loaded from the
-    cache) and linked into this process."""
+    cache) and linked into this process; a pinned module is never unloaded."""
     key = object_key(source)
-    if key not in _ENGINES:
+    engines = _PINNED if pinned else _ENGINES
+    if key not in engines:
         path = os.path.join(cache_dir(), "cpu", key[:2], key + ".o")
         obj = read_sealed(path, lambda data: unseal(MAGIC, data))
         if obj is None:
@@ -80,6 +82,6 @@ def load_module(source: str, function_names) -> dict:
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_machine())
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
-        _ENGINES[key] = (engine, obj)
-    engine = _ENGINES[key][0]
+        engines[key] = (engine, obj)
+    engine = engines[key][0]
     return {name: engine.get_function_address(name) for name in function_names}

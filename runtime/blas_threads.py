@@ -1,10 +1,9 @@
 """Set OpenBLAS's thread count at run time (numpy has no API for it): MLBH_BLAS_THREADS.
 
-OpenBLAS's spinning workers can fight the parallel CPU kernels on small machines (a
-64x192 GEMM once measured 35 ms instead of 0.07 ms on a loaded 2-core machine). The CPU
-backend keeps its kernels serial below 2^22 elements, so by default OpenBLAS keeps its
-own thread count (measured: the anchor train step, 120 ms with 2 BLAS threads vs 163 ms
-with 1); set MLBH_BLAS_THREADS=1 where another process competes for the cores.
+The CPU backend's own GEMMs hold OpenBLAS to one thread per call and split the work
+across its workers (runtime/cpu_gemm.py); this count applies to numpy's other uses of
+OpenBLAS in the process (the reference interpreter, user code). Set MLBH_BLAS_THREADS=1
+where another process competes for the cores.
 """
 import ctypes
 import os
@@ -14,7 +13,7 @@ _SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
 _done = []
 
 
-def _loaded_openblas_paths():
+def loaded_openblas_paths():
     try:
         with open("/proc/self/maps") as f:
             paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
@@ -32,7 +31,7 @@ def limit_blas_threads() -> int | None:
         return None
     n = int(os.environ["MLBH_BLAS_THREADS"])
     result = None
-    for path in _loaded_openblas_paths():
+    for path in loaded_openblas_paths():
         try:
             lib = ctypes.CDLL(path)
         except OSError:

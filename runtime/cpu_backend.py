@@ -1,13 +1,12 @@
 """The CPU backend: kernels rendered to LLVM IR and compiled by llvmlite (codegen/cpu.py,
 codegen/cpu_jit.py), dot_general through numpy's BLAS.
 
-A kernel is called through ctypes, which releases the GIL: a kernel of at least
-PARALLEL_MIN_WORK elements has its rows split into one contiguous share per core, run on
-a thread pool."""
+A kernel is called through its packed entry (one array of buffer pointers) with ctypes,
+which releases the GIL. A kernel of at least PARALLEL_MIN_WORK elements has its rows
+split into one contiguous share per core, run by native workers (runtime/cpu_pool.py)."""
 import ctypes
 import os
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -16,15 +15,14 @@ from mlbh.tracer import dtypes
 from mlbh.tracer.errors import MlbhError
 
 from .blas_threads import limit_blas_threads
+from .cpu_gemm import native_gemm
+from .cpu_pool import fork_join_pool
 from .executable import dot_into
 
-# Below this many elements a kernel runs on the calling thread alone. On a 2-core VM a
-# share's round trip through the pool takes 80-130 us and OpenBLAS's spinning worker
-# holds the other core between GEMMs: splitting the anchor's kernels (0.1M-2M elements)
-# made the GPT block slower (bench_block_cpu.py: torch/jit 0.83-0.92x serial, 0.76-0.77x
-# split from 16K or 256K elements; bench_train_cpu.py --parallel-min-work races thresholds).
-PARALLEL_MIN_WORK = 1 << 22
-_POOL = []
+# Below this many elements a kernel runs on the calling thread alone (on 2 cores the
+# anchor GPT's step was level from 4K to 256K elements, ~1.15x slower at 2^22: no split).
+PARALLEL_MIN_WORK = 1 << 16
+_PACKED = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 
 def available_cores() -> int:
@@ -32,12 +30,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def _pool(workers):
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlbh-cpu"))
-    return _POOL[0]
 
 
 class CpuBackend:
@@ -54,12 +46,9 @@ class CpuBackend:
         the cache) and bind a ctypes function to each kernel."""
         source, kernels = program_cache.remembered(program, "cpu",
                                                    lambda: cpu.render_program(program.kernels, headers=False))
-        addresses = cpu_jit.load_module(source, {ck.name for ck in kernels.values()})
-        functions = {}
-        for name, ck in kernels.items():
-            signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                         *[ctypes.c_void_p] * len(ck.params))
-            functions[name] = (signature(addresses[ck.name]), ck)
+        addresses = cpu_jit.load_module(source, {ck.name + ".packed" for ck in kernels.values()})
+        functions = {name: (addresses[ck.name + ".packed"], _PACKED(addresses[ck.name + ".packed"]), ck)
+                     for name, ck in kernels.items()}
         return {"source": source, "functions": functions}
 
     def storage_dtype(self, dtype):
@@ -89,21 +78,17 @@ class CpuBackend:
         return address
 
     def run_kernel(self, compiled, kernel, bufs):
-        fn, ck = compiled["functions"][kernel.name]
-        pointers = [self._address(bufs[p]) for p in ck.params]
+        address, fn, ck = compiled["functions"][kernel.name]
+        args = (ctypes.c_void_p * len(ck.params))(*[self._address(bufs[p]) for p in ck.params])
         shares = min(self.threads, ck.rows) if ck.parallel and ck.work >= PARALLEL_MIN_WORK else 1
-        if shares <= 1:
-            fn(0, ck.rows, ck.n, *pointers)
-            return
-        bounds = [ck.rows * i // shares for i in range(shares + 1)]
-        pending = [_pool(self.threads - 1).submit(fn, lo, hi, ck.n, *pointers)
-                   for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        fn(bounds[0], bounds[1], ck.n, *pointers)
-        for f in pending:
-            f.result()
+        pool = fork_join_pool(self.threads) if shares > 1 else None
+        if pool is None or not pool.run(address, ck.rows, ck.n, args, shares):
+            fn(0, ck.rows, ck.n, args)
 
     def dot(self, out, a, b, dimension_numbers, dtype):
-        dot_into(np, out, a, b, dimension_numbers)
+        gemm = native_gemm()
+        if gemm is None or not gemm.run(out, a, b, dimension_numbers, fork_join_pool(self.threads), self.threads):
+            dot_into(np, out, a, b, dimension_numbers)
 
     def synchronize(self):
         pass

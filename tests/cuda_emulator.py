@@ -95,6 +95,7 @@ class EmulatedCudaBackend(CpuBackend):
     name = "cuda-emulated"
 
     def __init__(self, library: EmulatedKernels, kernels_by_name: dict):
+        super().__init__()
         self.library = library
         self.kernels_by_name = kernels_by_name   # Kernel.name -> CudaKernel
 

@@ -192,17 +192,22 @@ def test_exp_and_tanh_are_accurate_over_the_float32_range(exp_and_tanh):
 
 def test_parallel_kernels_match_reference(monkeypatch):
     """Kernels of cpu_backend.PARALLEL_MIN_WORK elements or more have their rows (or column
-    chunks) split across threads; lowering the threshold to 1 and claiming three cores runs
-    that code on small shapes: row kernels (softmax and its backward, a max over a middle
-    axis) and a column kernel (the bias gradient over 300 columns: three chunks,
+    chunks) split across the native workers; lowering the threshold to 1 and claiming three
+    cores runs that code on small shapes: row kernels (softmax and its backward, a max over
+    a middle axis) and a column kernel (the bias gradient over 300 columns: three chunks,
     accumulated in per-column stack arrays)."""
     from mlbh.codegen import cpu
-    from mlbh.runtime import cpu_backend
+    from mlbh.runtime import cpu_backend, cpu_pool
     monkeypatch.setattr(cpu_backend, "PARALLEL_MIN_WORK", 1)
     monkeypatch.setattr(cpu_backend, "available_cores", lambda: 3)
     shares = []
-    real_pool = cpu_backend._pool
-    monkeypatch.setattr(cpu_backend, "_pool", lambda workers: shares.append(workers) or real_pool(workers))
+    real_run = cpu_pool.ForkJoinPool.run
+
+    def run(pool, fn_address, rows, n, args, count):
+        shares.append(count)
+        assert real_run(pool, fn_address, rows, n, args, count), "no other thread holds the workers"
+        return True
+    monkeypatch.setattr(cpu_pool.ForkJoinPool, "run", run)
     x, b = randn(16, 20, 300), randn(300)
 
     def loss(x, b):
@@ -214,7 +219,7 @@ def test_parallel_kernels_match_reference(monkeypatch):
     assert any(ck.parallel and "alloca" in ck.source for ck in rendered)
     assert_same_tree(jit(fn, backend="cpu")(x, b), jit(fn, backend="reference")(x, b), "parallel kernels")
     split = sum(ck.parallel for ck in rendered)
-    assert len(shares) == 2 * split, "each splittable kernel hands two of its three shares to the pool"
+    assert shares == [3] * split, "each splittable kernel runs in three shares"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

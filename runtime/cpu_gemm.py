@@ -1,0 +1,151 @@
+"""dot_general on the CPU as single-threaded cblas_?gemm calls split across the cores by
+the native workers (codegen/cpu_blas_call.py, runtime/cpu_pool.py).
+
+numpy's matmul would run one product on OpenBLAS's own threads; those spin between calls
+on the same cores as the kernels' workers, and the two fight (the anchor GPT's step 100 ->
+240-360 ms when both were on). Here every GEMM is called by mlbh's threads with OpenBLAS
+held to one thread (openblas_set_num_threads_local), so one set of threads owns the cores.
+Used when numpy's BLAS is OpenBLAS with that function (0.3.27+); else `native_gemm`
+returns None and the backend calls numpy.
+"""
+import ctypes
+import functools
+
+import numpy as np
+
+from mlbh.codegen import cpu_blas_call, cpu_jit
+
+from .blas_threads import loaded_openblas_paths
+
+_SYMBOLS = {  # (gemm symbols for float32, float64), BLAS integer type
+    ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"): "i64",
+    ("cblas_sgemm64_", "cblas_dgemm64_"): "i64",
+    ("scipy_cblas_sgemm", "scipy_cblas_dgemm"): "i32",
+    ("cblas_sgemm", "cblas_dgemm"): "i32",
+}
+MIN_SPLIT_FLOPS = 1 << 21  # below this a product runs on the calling thread alone
+
+
+class NativeGemm:
+    def __init__(self, library: ctypes.CDLL, symbols, int_type):
+        functions = cpu_jit.load_module(cpu_blas_call.module_source(int_type),
+                                        {f + ".packed" for f in cpu_blas_call.FUNCTIONS.values()}, pinned=True)
+        self.library = library
+        self.entries = {}  # numpy dtype -> (entry address, ctypes function, the BLAS gemm's address)
+        signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+        for (dtype, fname), symbol in zip(cpu_blas_call.FUNCTIONS.items(), symbols):
+            address = functions[fname + ".packed"]
+            gemm = ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
+            self.entries[np.dtype(dtype)] = (address, signature(address), gemm)
+        self.set_threads = ctypes.cast(library.openblas_set_num_threads_local, ctypes.c_void_p).value
+
+    def run(self, out, a, b, dimension_numbers, pool, cores) -> bool:
+        """out (contiguous: batch axes, a's free axes, b's free axes) = dot_general(a, b);
+        False when the dtype is not one this BLAS multiplies (the caller uses numpy)."""
+        entry = self.entries.get(a.dtype)
+        if entry is None or b.dtype != a.dtype or out.dtype != a.dtype or not out.flags.c_contiguous:
+            return False
+        if a.size == 0 or b.size == 0:  # an empty contraction sums nothing
+            out[...] = 0
+            return True
+        (lc, rc), (lb, rb) = dimension_numbers
+        af = [d for d in range(a.ndim) if d not in lc and d not in lb]
+        bf = [d for d in range(b.ndim) if d not in rc and d not in rb]
+        a, a_offsets, (m, k), (ta, lda) = _operand(a.transpose([*lb, *af, *lc]), len(lb), len(af))
+        b, b_offsets, (_, n), (tb, ldb) = _operand(b.transpose([*rb, *rc, *bf]), len(rb), len(rc))
+        nb = len(a_offsets)
+        big = 2 * nb * m * n * k >= MIN_SPLIT_FLOPS and pool is not None
+        row_chunks, col_chunks = _grid(nb, m, n, ta, cores) if big else (1, 1)
+        units = nb * row_chunks * col_chunks
+        args = (ctypes.c_int64 * cpu_blas_call.SLOTS)(
+            entry[2], self.set_threads, ta, tb, m, n, k, a.ctypes.data, lda, a_offsets.ctypes.data,
+            b.ctypes.data, ldb, b_offsets.ctypes.data, out.ctypes.data, n, m * n, row_chunks, col_chunks)
+        if not (big and units > 1 and pool.run(entry[0], units, 0, args, min(cores, units))):
+            entry[1](0, units, 0, args)
+        return True
+
+
+def _grid(nb, m, n, ta, cores):
+    """(row chunks, column chunks) of each product: enough cells for every core, cut along
+    M unless A is read transposed (each share would pack the same columns of A again)."""
+    per_product = -(-cores // nb)
+    if per_product <= 1:
+        return 1, 1
+    if ta == cpu_blas_call.TRANS:
+        return 1, max(1, min(per_product, n // 16))
+    return max(1, min(per_product, m // 16)), 1
+
+
+def _merged(shape, strides):
+    """(size, stride) of axes read as one, or None when their strides do not allow it.
+    No axes, or only length-1 ones: stride None (any will do)."""
+    axes = [(n, s) for n, s in zip(shape, strides) if n != 1]
+    for (_, outer), (inner_n, inner) in zip(axes, axes[1:]):
+        if outer != inner * inner_n:
+            return None
+    return int(np.prod(shape, dtype=np.int64)), (axes[-1][1] if axes else None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _batch_offsets(shape, strides):
+    """Element offsets of every matrix of a batch with these axes (row-major order)."""
+    offsets = np.zeros(shape, dtype=np.int64)
+    for axis, stride in enumerate(strides):
+        offsets += (np.arange(shape[axis], dtype=np.int64) * stride).reshape(
+            [-1 if d == axis else 1 for d in range(len(shape))])
+    offsets = offsets.reshape(-1)
+    offsets.flags.writeable = False
+    return offsets
+
+
+def _operand(x, n_batch, n_rows):
+    """x's axes as (batch..., rows..., cols...) of a non-empty x: (x or a contiguous copy,
+    batch offsets, (rows, cols), (CBLAS trans, leading dimension)). Rows and columns must
+    each read as one strided axis, one of them unit-strided; the batch axes may be laid out
+    any way."""
+    found = _as_matrices(x, n_batch, n_rows)
+    if found is None:
+        x = np.ascontiguousarray(x)
+        found = _as_matrices(x, n_batch, n_rows)
+    return (x, *found)
+
+
+def _as_matrices(x, n_batch, n_rows):
+    """(batch offsets, (rows, cols), layout) of x as it is laid out, or None."""
+    item = x.itemsize
+    if any(s % item for s in x.strides):
+        return None
+    strides = [s // item for s in x.strides]
+    rows = _merged(x.shape[n_batch:n_batch + n_rows], strides[n_batch:n_batch + n_rows])
+    cols = _merged(x.shape[n_batch + n_rows:], strides[n_batch + n_rows:])
+    layout = None if rows is None or cols is None else _layout(rows, cols)
+    if layout is None:
+        return None
+    return _batch_offsets(tuple(x.shape[:n_batch]), tuple(strides[:n_batch])), (rows[0], cols[0]), layout
+
+
+def _layout(rows, cols):
+    """(CBLAS trans, leading dimension) of a rows x cols matrix with these (size, stride)
+    read row-major, or None. A None stride (a length-1 axis) is never followed."""
+    (r, sr), (c, sc) = rows, cols
+    if sc in (1, None) and (sr is None or sr >= max(c, 1)):
+        return cpu_blas_call.NO_TRANS, max(c, 1) if sr is None else sr
+    if sr in (1, None) and (sc is None or sc >= max(r, 1)):
+        return cpu_blas_call.TRANS, max(r, 1) if sc is None else sc
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def native_gemm():
+    """The process's NativeGemm over numpy's OpenBLAS, or None."""
+    for path in loaded_openblas_paths():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if not hasattr(library, "openblas_set_num_threads_local"):
+            continue
+        for symbols, int_type in _SYMBOLS.items():
+            if all(hasattr(library, s) for s in symbols):
+                return NativeGemm(library, symbols, int_type)
+    return None

@@ -1,0 +1,80 @@
+"""The CPU backend's worker threads: native loops (codegen/cpu_fork_join.py) that run
+shares of a kernel's rows, one per extra core, started on first use.
+
+Each worker is a Python thread that calls the native loop through ctypes (which releases
+the GIL) and stays in it until the process ends; a forked child starts its own. Linux
+only (the workers sleep on a futex); elsewhere `fork_join_pool` returns None and kernels
+run on the calling thread.
+"""
+import atexit
+import ctypes
+import os
+import platform
+import sys
+import threading
+
+import numpy as np
+
+from mlbh.codegen import cpu_fork_join, cpu_jit
+
+LINE = 64  # bytes per worker slot: one cache line, so workers never share one
+_POOLS = {}  # pid -> ForkJoinPool
+
+
+class ForkJoinPool:
+    def __init__(self, workers: int):
+        functions = cpu_jit.load_module(cpu_fork_join.module_source(platform.machine()),
+                                        {"mlbh_worker", "mlbh_fork_join", "mlbh_stop"}, pinned=True)
+        vp, i64 = ctypes.c_void_p, ctypes.c_int64
+        self._fork_join = ctypes.CFUNCTYPE(None, vp, vp, vp, i64, i64, vp, i64)(functions["mlbh_fork_join"])
+        self._stop = ctypes.CFUNCTYPE(None, vp)(functions["mlbh_stop"])
+        worker = ctypes.CFUNCTYPE(None, vp, vp)(functions["mlbh_worker"])
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._memory = np.zeros((workers + 2) * LINE, np.uint8)  # zeroed: every gen starts at 0
+        self.slots = self._memory.ctypes.data + (-self._memory.ctypes.data) % LINE
+        self.job = self.slots + workers * LINE
+        self._threads = [threading.Thread(target=worker, args=(self.slots + i * LINE, self.job),
+                                          name=f"mlbh-cpu-{i + 1}", daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def run(self, fn_address: int, rows: int, n: int, args, shares: int) -> bool:
+        """fn (a kernel's packed entry) over rows [0, rows) in `shares` shares, the first on
+        this thread; returns when all are done. False, having run nothing, while another
+        thread has the workers."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._fork_join(self.slots, self.job, fn_address, rows, n, args, min(shares, self.workers + 1))
+        finally:
+            self._lock.release()
+        return True
+
+    def close(self):
+        for i, t in enumerate(self._threads):
+            self._stop(self.slots + i * LINE)
+        for t in self._threads:
+            t.join(timeout=1.0)
+
+
+def fork_join_pool(cores: int):
+    """This process's pool with cores - 1 workers, or None when there is one core or the
+    platform has no native workers."""
+    if cores < 2 or not sys.platform.startswith("linux") or platform.machine() not in cpu_fork_join.SYS_FUTEX:
+        return None
+    pid = os.getpid()
+    pool = _POOLS.get(pid)
+    if pool is None or pool.workers < cores - 1:
+        if pool is not None:
+            pool.close()
+        _POOLS.clear()  # a forked child's copy of its parent's pool has no threads
+        pool = _POOLS[pid] = ForkJoinPool(cores - 1)
+    return pool
+
+
+@atexit.register
+def _stop_workers():
+    pool = _POOLS.pop(os.getpid(), None)
+    if pool is not None:
+        pool.close()

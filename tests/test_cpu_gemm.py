@@ -1,0 +1,81 @@
+"""dot_general on the CPU backend as cblas_?gemm calls split across the native workers
+(runtime/cpu_gemm.py): every operand layout against numpy, with and without the split."""
+import numpy as np
+import pytest
+
+from mlbh.runtime import cpu_gemm
+from mlbh.runtime.cpu_pool import fork_join_pool
+from mlbh.runtime.executable import dot_into
+
+gemm = cpu_gemm.native_gemm()
+pytestmark = pytest.mark.skipif(gemm is None, reason="numpy's BLAS is not an OpenBLAS with per-thread counts")
+rng = np.random.default_rng(0)
+
+
+def _case(name):
+    """(a, b, dimension_numbers) of one operand layout."""
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    return {
+        "plain": (r(64, 48), r(48, 40), (((1,), (0,)), ((), ()))),
+        "a_transposed": (r(48, 64), r(48, 40), (((0,), (0,)), ((), ()))),
+        "b_transposed": (r(64, 48), r(40, 48), (((1,), (1,)), ((), ()))),
+        "both_transposed_views": (r(48, 64).T, r(40, 48).T, (((1,), (0,)), ((), ()))),
+        # attention's layout: batch and head axes that do not merge, heads inside the rows
+        "heads_batched": (r(2, 16, 3, 8).transpose(0, 2, 1, 3), r(2, 16, 3, 8).transpose(0, 2, 3, 1),
+                          (((3,), (2,)), ((0, 1), (0, 1)))),
+        "contract_over_two_axes": (r(4, 32, 24), r(4, 32, 40), (((0, 1), (0, 1)), ((), ()))),
+        "broadcast_batch": (np.broadcast_to(r(1, 20, 12), (5, 20, 12)), r(5, 12, 9), (((2,), (1,)), ((0,), (0,)))),
+        "length_one_axes": (r(1, 7, 1), r(1, 1, 5), (((2,), (1,)), ((0,), (0,)))),
+        "negative_strides": (r(30, 20)[::-1], r(20, 10)[:, ::-1], (((1,), (0,)), ((), ()))),
+        "strided_rows": (r(30, 40)[::2, :20], r(20, 10), (((1,), (0,)), ((), ()))),
+        "empty_contraction": (r(6, 0), r(0, 4), (((1,), (0,)), ((), ()))),
+        "empty_rows": (r(0, 5), r(5, 4), (((1,), (0,)), ((), ()))),
+        "float64": (r(33, 17).astype(np.float64), r(17, 21).astype(np.float64), (((1,), (0,)), ((), ()))),
+        "big_enough_to_split": (r(256, 128), r(128, 96), (((1,), (0,)), ((), ()))),
+    }[name]
+
+
+CASES = ["plain", "a_transposed", "b_transposed", "both_transposed_views", "heads_batched",
+         "contract_over_two_axes", "broadcast_batch", "length_one_axes", "negative_strides",
+         "strided_rows", "empty_contraction", "empty_rows", "float64", "big_enough_to_split"]
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("name", CASES)
+def test_native_gemm_matches_numpy(name, split, monkeypatch):
+    a, b, dims = _case(name)
+    if split:  # every product split, into rows of as few as 16
+        monkeypatch.setattr(cpu_gemm, "MIN_SPLIT_FLOPS", 0)
+    want_shape = _out_shape(a, b, dims)
+    want = np.empty(int(np.prod(want_shape)), a.dtype)
+    dot_into(np, want, a, b, dims)
+    got = np.full(want.size, np.nan, a.dtype)
+    pool = fork_join_pool(2) if split else None
+    assert gemm.run(got, a, b, dims, pool, 2 if split else 1)
+    tol = 1e-12 if a.dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_other_dtypes_are_left_to_numpy():
+    a, b = np.arange(12, dtype=np.int32).reshape(3, 4), np.ones((4, 2), np.int32)
+    out = np.zeros(6, np.int32)
+    assert not gemm.run(out, a, b, (((1,), (0,)), ((), ())), None, 1)
+    assert not out.any()
+
+
+def test_openblas_thread_count_is_restored_after_a_call():
+    """The calls hold OpenBLAS to one thread on the calling thread only while they run."""
+    lib = gemm.library
+    before = lib.openblas_set_num_threads_local(3)
+    try:
+        a, b, dims = _case("plain")
+        gemm.run(np.empty(64 * 40, np.float32), a, b, dims, None, 1)
+        assert lib.openblas_set_num_threads_local(3) == 3
+    finally:
+        lib.openblas_set_num_threads_local(before)
+
+
+def _out_shape(a, b, dims):
+    (lc, rc), (lb, rb) = dims
+    return ([a.shape[d] for d in lb] + [a.shape[d] for d in range(a.ndim) if d not in lc and d not in lb]
+            + [b.shape[d] for d in range(b.ndim) if d not in rc and d not in rb])
