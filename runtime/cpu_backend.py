@@ -16,13 +16,12 @@ from mlbh.tracer.errors import MlbhError
 
 from .blas_threads import limit_blas_threads
 from .cpu_gemm import native_gemm
-from .cpu_pool import fork_join_pool
+from .cpu_pool import PACKED_ENTRY, fork_join_pool
 from .executable import dot_into
 
 # Below this many elements a kernel runs on the calling thread alone (on 2 cores the
 # anchor GPT's step was level from 4K to 256K elements, ~1.15x slower at 2^22: no split).
 PARALLEL_MIN_WORK = 1 << 16
-_PACKED = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 
 def available_cores() -> int:
@@ -47,7 +46,7 @@ class CpuBackend:
         source, kernels = program_cache.remembered(program, "cpu",
                                                    lambda: cpu.render_program(program.kernels, headers=False))
         addresses = cpu_jit.load_module(source, {ck.name + ".packed" for ck in kernels.values()})
-        functions = {name: (addresses[ck.name + ".packed"], _PACKED(addresses[ck.name + ".packed"]), ck)
+        functions = {name: (addresses[ck.name + ".packed"], PACKED_ENTRY(addresses[ck.name + ".packed"]), ck)
                      for name, ck in kernels.items()}
         return {"source": source, "functions": functions}
 

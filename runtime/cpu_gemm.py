@@ -16,6 +16,8 @@ import numpy as np
 from mlbh.codegen import cpu_blas_call, cpu_jit
 
 from .blas_threads import loaded_openblas_paths
+from .cpu_pool import PACKED_ENTRY
+from .executable import stack_axes
 
 _SYMBOLS = {  # (gemm symbols for float32, float64), BLAS integer type
     ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"): "i64",
@@ -32,11 +34,10 @@ class NativeGemm:
                                         {f + ".packed" for f in cpu_blas_call.FUNCTIONS.values()}, pinned=True)
         self.library = library
         self.entries = {}  # numpy dtype -> (entry address, ctypes function, the BLAS gemm's address)
-        signature = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
         for (dtype, fname), symbol in zip(cpu_blas_call.FUNCTIONS.items(), symbols):
             address = functions[fname + ".packed"]
             gemm = ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
-            self.entries[np.dtype(dtype)] = (address, signature(address), gemm)
+            self.entries[np.dtype(dtype)] = (address, PACKED_ENTRY(address), gemm)
         self.set_threads = ctypes.cast(library.openblas_set_num_threads_local, ctypes.c_void_p).value
 
     def run(self, out, a, b, dimension_numbers, pool, cores) -> bool:
@@ -48,9 +49,7 @@ class NativeGemm:
         if a.size == 0 or b.size == 0:  # an empty contraction sums nothing
             out[...] = 0
             return True
-        (lc, rc), (lb, rb) = dimension_numbers
-        af = [d for d in range(a.ndim) if d not in lc and d not in lb]
-        bf = [d for d in range(b.ndim) if d not in rc and d not in rb]
+        (lb, af, lc), (rb, rc, bf) = stack_axes(a.ndim, b.ndim, dimension_numbers)
         a, a_offsets, (m, k), (ta, lda) = _operand(a.transpose([*lb, *af, *lc]), len(lb), len(af))
         b, b_offsets, (_, n), (tb, ldb) = _operand(b.transpose([*rb, *rc, *bf]), len(rb), len(rc))
         nb = len(a_offsets)

@@ -17,6 +17,8 @@ import numpy as np
 
 from mlbh.codegen import cpu_fork_join, cpu_jit
 
+# A packed entry, fn(lo, hi, n, ptr args): how every kernel and split GEMM is called.
+PACKED_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 LINE = 64  # bytes per worker slot: one cache line, so workers never share one
 _POOLS = {}  # pid -> ForkJoinPool
 

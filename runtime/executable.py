@@ -48,12 +48,19 @@ def dot_into(xp, out, a, b, dimension_numbers):
         xp.matmul(a3, b3, out=out.reshape(nb, m, n))
 
 
+def stack_axes(a_ndim, b_ndim, dimension_numbers):
+    """dot_general's operand axes grouped as matmul stacks read them: a's (batch, free,
+    contracted), b's (batch, contracted, free)."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    af = [d for d in range(a_ndim) if d not in lc and d not in lb]
+    bf = [d for d in range(b_ndim) if d not in rc and d not in rb]
+    return (list(lb), af, list(lc)), (list(rb), list(rc), bf)
+
+
 def matrix_stacks(xp, a, b, dimension_numbers):
     """dot_general's operands as matmul stacks (batch, m, k) and (batch, k, n): views where
     the axes merge, else copies."""
-    (lc, rc), (lb, rb) = dimension_numbers
-    af = [d for d in range(a.ndim) if d not in lc and d not in lb]
-    bf = [d for d in range(b.ndim) if d not in rc and d not in rb]
+    (lb, af, lc), (rb, rc, bf) = stack_axes(a.ndim, b.ndim, dimension_numbers)
 
     def size(x, axes):
         return int(np.prod([x.shape[d] for d in axes], dtype=np.int64))
