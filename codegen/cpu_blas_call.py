@@ -18,6 +18,7 @@ build such as numpy's scipy-openblas64, else i32.
 """
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 SLOTS = 18
+A_SLOT, B_SLOT, C_SLOT = 7, 10, 13  # the operands' pointers
 FUNCTIONS = {"float32": "mlbh_gemm_f32", "float64": "mlbh_gemm_f64"}
 
 

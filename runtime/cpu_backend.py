@@ -16,6 +16,7 @@ from mlbh.tracer.errors import MlbhError
 
 from .blas_threads import limit_blas_threads
 from .cpu_gemm import native_gemm
+from .cpu_launch_list import CpuLaunchList
 from .cpu_pool import PACKED_ENTRY, fork_join_pool
 from .executable import dot_into
 
@@ -79,10 +80,21 @@ class CpuBackend:
     def run_kernel(self, compiled, kernel, bufs):
         address, fn, ck = compiled["functions"][kernel.name]
         args = (ctypes.c_void_p * len(ck.params))(*[self._address(bufs[p]) for p in ck.params])
-        shares = min(self.threads, ck.rows) if ck.parallel and ck.work >= PARALLEL_MIN_WORK else 1
+        shares = self.kernel_shares(ck)
         pool = fork_join_pool(self.threads) if shares > 1 else None
         if pool is None or not pool.run(address, ck.rows, ck.n, args, shares):
             fn(0, ck.rows, ck.n, args)
+
+    def kernel_shares(self, ck) -> int:
+        """How many cores share a kernel's rows."""
+        return min(self.threads, ck.rows) if ck.parallel and ck.work >= PARALLEL_MIN_WORK else 1
+
+    def launch_list(self, executable, bufs, known):
+        """The executable's launch list run natively (runtime/cpu_launch_list.py): `known`,
+        the one an earlier call built, or a new one."""
+        if known is None or known.threshold != PARALLEL_MIN_WORK:
+            known = CpuLaunchList(self, executable, bufs, PARALLEL_MIN_WORK)
+        return known
 
     def dot(self, out, a, b, dimension_numbers, dtype):
         gemm = native_gemm()

@@ -10,6 +10,7 @@ returns None and the backend calls numpy.
 """
 import ctypes
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,6 +29,18 @@ _SYMBOLS = {  # (gemm symbols for float32, float64), BLAS integer type
 MIN_SPLIT_FLOPS = 1 << 21  # below this a product runs on the calling thread alone
 
 
+@dataclass
+class GemmCall:
+    """One dot_general as a packed entry over `units` GEMM cells (codegen/cpu_blas_call.py)."""
+    entry: int  # the packed entry's address
+    function: object  # the same, callable from Python
+    args: ctypes.Array  # its argument slots, pointers to the operands included
+    units: int
+    shares: int  # cores the units are split over (1: the calling thread alone)
+    copied: bool  # an operand was copied to be read as matrices (args point into the copy)
+    keep: tuple  # arrays args points into
+
+
 class NativeGemm:
     def __init__(self, library: ctypes.CDLL, symbols, int_type):
         functions = cpu_jit.load_module(cpu_blas_call.module_source(int_type),
@@ -40,27 +53,39 @@ class NativeGemm:
             self.entries[np.dtype(dtype)] = (address, PACKED_ENTRY(address), gemm)
         self.set_threads = ctypes.cast(library.openblas_set_num_threads_local, ctypes.c_void_p).value
 
+    def multiplies(self, out, a, b) -> bool:
+        """True when this BLAS multiplies these dtypes into this output."""
+        return a.dtype in self.entries and b.dtype == a.dtype == out.dtype and out.flags.c_contiguous
+
+    def describe(self, out, a, b, dimension_numbers, cores) -> GemmCall:
+        """The call that computes out (contiguous: batch axes, a's free axes, b's free axes)
+        = dot_general(a, b) for non-empty operands this BLAS multiplies, split for `cores`."""
+        entry = self.entries[a.dtype]
+        (lb, af, lc), (rb, rc, bf) = stack_axes(a.ndim, b.ndim, dimension_numbers)
+        a_stack, b_stack = a.transpose([*lb, *af, *lc]), b.transpose([*rb, *rc, *bf])
+        a_read, a_offsets, (m, k), (ta, lda) = _operand(a_stack, len(lb), len(af))
+        b_read, b_offsets, (_, n), (tb, ldb) = _operand(b_stack, len(rb), len(rc))
+        nb = len(a_offsets)
+        big = 2 * nb * m * n * k >= MIN_SPLIT_FLOPS and cores > 1
+        row_chunks, col_chunks = _grid(nb, m, n, ta, cores) if big else (1, 1)
+        units = nb * row_chunks * col_chunks
+        args = (ctypes.c_int64 * cpu_blas_call.SLOTS)(
+            entry[2], self.set_threads, ta, tb, m, n, k, a_read.ctypes.data, lda, a_offsets.ctypes.data,
+            b_read.ctypes.data, ldb, b_offsets.ctypes.data, out.ctypes.data, n, m * n, row_chunks, col_chunks)
+        return GemmCall(entry[0], entry[1], args, units, min(cores, units) if big else 1,
+                        copied=a_read is not a_stack or b_read is not b_stack, keep=(a_read, b_read, a_offsets, b_offsets))
+
     def run(self, out, a, b, dimension_numbers, pool, cores) -> bool:
-        """out (contiguous: batch axes, a's free axes, b's free axes) = dot_general(a, b);
-        False when the dtype is not one this BLAS multiplies (the caller uses numpy)."""
-        entry = self.entries.get(a.dtype)
-        if entry is None or b.dtype != a.dtype or out.dtype != a.dtype or not out.flags.c_contiguous:
+        """out = dot_general(a, b) (see describe); False when the dtypes are not ones this
+        BLAS multiplies (the caller uses numpy)."""
+        if not self.multiplies(out, a, b):
             return False
         if a.size == 0 or b.size == 0:  # an empty contraction sums nothing
             out[...] = 0
             return True
-        (lb, af, lc), (rb, rc, bf) = stack_axes(a.ndim, b.ndim, dimension_numbers)
-        a, a_offsets, (m, k), (ta, lda) = _operand(a.transpose([*lb, *af, *lc]), len(lb), len(af))
-        b, b_offsets, (_, n), (tb, ldb) = _operand(b.transpose([*rb, *rc, *bf]), len(rb), len(rc))
-        nb = len(a_offsets)
-        big = 2 * nb * m * n * k >= MIN_SPLIT_FLOPS and pool is not None
-        row_chunks, col_chunks = _grid(nb, m, n, ta, cores) if big else (1, 1)
-        units = nb * row_chunks * col_chunks
-        args = (ctypes.c_int64 * cpu_blas_call.SLOTS)(
-            entry[2], self.set_threads, ta, tb, m, n, k, a.ctypes.data, lda, a_offsets.ctypes.data,
-            b.ctypes.data, ldb, b_offsets.ctypes.data, out.ctypes.data, n, m * n, row_chunks, col_chunks)
-        if not (big and units > 1 and pool.run(entry[0], units, 0, args, min(cores, units))):
-            entry[1](0, units, 0, args)
+        call = self.describe(out, a, b, dimension_numbers, cores if pool is not None else 1)
+        if not (call.shares > 1 and pool.run(call.entry, call.units, 0, call.args, call.shares)):
+            call.function(0, call.units, 0, call.args)
         return True
 
 

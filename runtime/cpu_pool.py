@@ -28,7 +28,8 @@ class ForkJoinPool:
         functions = cpu_jit.load_module(cpu_fork_join.module_source(platform.machine()),
                                         {"mlbh_worker", "mlbh_fork_join", "mlbh_stop"}, pinned=True)
         vp, i64 = ctypes.c_void_p, ctypes.c_int64
-        self._fork_join = ctypes.CFUNCTYPE(None, vp, vp, vp, i64, i64, vp, i64)(functions["mlbh_fork_join"])
+        self.fork_join_address = functions["mlbh_fork_join"]
+        self._fork_join = ctypes.CFUNCTYPE(None, vp, vp, vp, i64, i64, vp, i64)(self.fork_join_address)
         self._stop = ctypes.CFUNCTYPE(None, vp)(functions["mlbh_stop"])
         worker = ctypes.CFUNCTYPE(None, vp, vp)(functions["mlbh_worker"])
         self.workers = workers
@@ -45,13 +46,21 @@ class ForkJoinPool:
         """fn (a kernel's packed entry) over rows [0, rows) in `shares` shares, the first on
         this thread; returns when all are done. False, having run nothing, while another
         thread has the workers."""
-        if not self._lock.acquire(blocking=False):
+        if not self.acquire():
             return False
         try:
             self._fork_join(self.slots, self.job, fn_address, rows, n, args, min(shares, self.workers + 1))
         finally:
-            self._lock.release()
+            self.release()
         return True
+
+    def acquire(self) -> bool:
+        """Take the workers for this thread (native callers of mlbh_fork_join); False while
+        another thread has them."""
+        return self._lock.acquire(blocking=False)
+
+    def release(self):
+        self._lock.release()
 
     def close(self):
         for i, t in enumerate(self._threads):

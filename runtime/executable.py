@@ -100,6 +100,7 @@ class Executable:
         self.compiled = backend.compile(program)
         self.arena = backend.xp.empty(max(self.memory.peak, 1), dtype=np.uint8)
         self.views = {n: self._view(n, off) for n, off in self.memory.offsets.items()}
+        self._launch_list = None  # the backend's native launch list, where it has one
         self.constants = {n: backend.to_device(np.ascontiguousarray(v).reshape(-1).view(backend.storage_dtype(
                               dtypes.name_of(v.dtype))))
                           for n, v in program.constants.items()}
@@ -154,17 +155,19 @@ class Executable:
                 continue
             buf = prog.buffers[name]
             bufs[name] = xp.empty(buf.size, dtype=self.backend.storage_dtype(buf.dtype))
-        for i, step in enumerate(prog.steps):
-            if step_seconds is not None:
-                self.backend.synchronize()
-                start = time.perf_counter()
-            if isinstance(step, Kernel):
-                self.backend.run_kernel(self.compiled, step, bufs)
-            else:
-                self._dot(step, bufs)
-            if step_seconds is not None:
-                self.backend.synchronize()
-                step_seconds[i] += time.perf_counter() - start
+        native = getattr(self.backend, "launch_list", None)
+        if native is not None and step_seconds is None:
+            self._launch_list = native(self, bufs, self._launch_list)
+            self._launch_list.run(bufs)
+        else:
+            for i, step in enumerate(prog.steps):
+                if step_seconds is not None:
+                    self.backend.synchronize()
+                    start = time.perf_counter()
+                self.run_step(step, bufs)
+                if step_seconds is not None:
+                    self.backend.synchronize()
+                    step_seconds[i] += time.perf_counter() - start
         results, returned = [], set()
         for name in prog.outputs:
             arr = bufs[name]
@@ -177,11 +180,20 @@ class Executable:
                 _mark_donated(flat_args[i])
         return results
 
-    def _dot(self, step: DotCall, bufs):
-        prog, xp = self.program, self.backend.xp
+    def run_step(self, step, bufs):
+        """One launch-list step: a kernel, or a dot_general through the backend's BLAS."""
+        if isinstance(step, Kernel):
+            self.backend.run_kernel(self.compiled, step, bufs)
+        else:
+            out, a, b = self.dot_operands(step, bufs)
+            self.backend.dot(out, a, b, step.dimension_numbers, self.program.buffers[step.a].dtype)
+
+    def dot_operands(self, step: DotCall, bufs):
+        """(out, a, b) of a dot_general step: its output buffer and its operands' views."""
+        prog = self.program
         a = apply_view(bufs[step.a].reshape(prog.buffers[step.a].shape), step.a_view)
         b = apply_view(bufs[step.b].reshape(prog.buffers[step.b].shape), step.b_view)
-        self.backend.dot(bufs[step.out], a, b, step.dimension_numbers, prog.buffers[step.a].dtype)
+        return bufs[step.out], a, b
 
 
 def _reads_only_same_element(kernel, name):

@@ -93,6 +93,7 @@ class EmulatedKernels:
 class EmulatedCudaBackend(CpuBackend):
     """CpuBackend's buffers and dot products; the kernels are the CUDA renderer's, emulated."""
     name = "cuda-emulated"
+    launch_list = None  # every kernel goes through run_kernel, the emulated launch
 
     def __init__(self, library: EmulatedKernels, kernels_by_name: dict):
         super().__init__()

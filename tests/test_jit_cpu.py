@@ -195,9 +195,12 @@ def test_parallel_kernels_match_reference(monkeypatch):
     chunks) split across the native workers; lowering the threshold to 1 and claiming three
     cores runs that code on small shapes: row kernels (softmax and its backward, a max over
     a middle axis) and a column kernel (the bias gradient over 300 columns: three chunks,
-    accumulated in per-column stack arrays)."""
+    accumulated in per-column stack arrays). Run step by step (as under the profiler), so
+    that every split goes through ForkJoinPool.run; tests/test_cpu_launch_list.py checks
+    the native launch list's splits."""
     from mlbh.codegen import cpu
     from mlbh.runtime import cpu_backend, cpu_pool
+    monkeypatch.setattr(cpu_backend.CpuBackend, "launch_list", None)
     monkeypatch.setattr(cpu_backend, "PARALLEL_MIN_WORK", 1)
     monkeypatch.setattr(cpu_backend, "available_cores", lambda: 3)
     shares = []
