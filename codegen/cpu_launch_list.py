@@ -13,13 +13,100 @@ A launch table holds one row of 5 i64 per step:
     shares  how many cores share the rows (1: the calling thread runs them all)
 A step with shares > 1 goes through the fork-join (codegen/cpu_fork_join.py), shares
 capped at max_shares: 1 when the workers are busy or absent (fork_join may be null then).
+
+A GEMM operand that numpy could only give as a copy (attention's heads merged back into
+rows: a reshape after a transpose) is copied by a step of its own, a strided copy, into a
+scratch array the launch list owns. Its argument slots:
+    0 source   1 destination (contiguous)   2 ndim (1..MAX_DIMS)
+    3.. shape (MAX_DIMS slots)   3 + MAX_DIMS.. the source's strides in elements
+Its rows are the source's rows (all axes but the last), copied as bits of 32 or 64.
 """
 ROW = 5  # i64 per table row
 FUNCTION = "mlbh_run_launch_list"
+MAX_DIMS = 8
+COPY_FUNCTIONS = {4: "mlbh_strided_copy32", 8: "mlbh_strided_copy64"}  # by element size
+
+
+def _strided_copy(name: str, bits: int) -> str:
+    t = f"i{bits}"
+    strides = 3 + MAX_DIMS
+    return f"""
+; {name}.packed: rows [lo, hi) of a strided array into a contiguous one (see the doc).
+define void @{name}.packed(i64 %lo, i64 %hi, i64 %n, ptr %args) nounwind {{
+entry:
+  %src = load ptr, ptr %args
+  %dst_p = getelementptr i64, ptr %args, i64 1
+  %dst = load ptr, ptr %dst_p
+  %nd_p = getelementptr i64, ptr %args, i64 2
+  %nd = load i64, ptr %nd_p
+  %last = sub i64 %nd, 1
+  %inner_i = add i64 %last, 3
+  %inner_p = getelementptr i64, ptr %args, i64 %inner_i
+  %inner = load i64, ptr %inner_p
+  %istride_i = add i64 %last, {strides}
+  %istride_p = getelementptr i64, ptr %args, i64 %istride_i
+  %istride = load i64, ptr %istride_p
+  %rows = icmp slt i64 %lo, %hi
+  %cols = icmp sgt i64 %inner, 0
+  %any = and i1 %rows, %cols
+  br i1 %any, label %row, label %exit
+
+row:
+  %r = phi i64 [ %lo, %entry ], [ %r1, %row_end ]
+  br label %dim
+
+dim:
+  %d = phi i64 [ %last, %row ], [ %d1, %dim_body ]
+  %rem = phi i64 [ %r, %row ], [ %q, %dim_body ]
+  %off = phi i64 [ 0, %row ], [ %off1, %dim_body ]
+  %outer = icmp sgt i64 %d, 0
+  br i1 %outer, label %dim_body, label %copy
+
+dim_body:
+  %d1 = sub i64 %d, 1
+  %size_i = add i64 %d1, 3
+  %size_p = getelementptr i64, ptr %args, i64 %size_i
+  %size = load i64, ptr %size_p
+  %q = udiv i64 %rem, %size
+  %idx = urem i64 %rem, %size
+  %st_i = add i64 %d1, {strides}
+  %st_p = getelementptr i64, ptr %args, i64 %st_i
+  %st = load i64, ptr %st_p
+  %step = mul i64 %idx, %st
+  %off1 = add i64 %off, %step
+  br label %dim
+
+copy:
+  %dst_row = mul i64 %r, %inner
+  br label %elem
+
+elem:
+  %j = phi i64 [ 0, %copy ], [ %j1, %elem ]
+  %sj = mul i64 %j, %istride
+  %si = add i64 %off, %sj
+  %sp = getelementptr {t}, ptr %src, i64 %si
+  %v = load {t}, ptr %sp
+  %di = add i64 %dst_row, %j
+  %dp = getelementptr {t}, ptr %dst, i64 %di
+  store {t} %v, ptr %dp
+  %j1 = add i64 %j, 1
+  %more = icmp slt i64 %j1, %inner
+  br i1 %more, label %elem, label %row_end
+
+row_end:
+  %r1 = add i64 %r, 1
+  %next = icmp slt i64 %r1, %hi
+  br i1 %next, label %row, label %exit
+
+exit:
+  ret void
+}}
+"""
 
 
 def module_source() -> str:
-    return f"""; mlbh CPU launch list (codegen/cpu_launch_list.py)
+    copies = "".join(_strided_copy(name, 8 * size) for size, name in COPY_FUNCTIONS.items())
+    return "; mlbh CPU launch list (codegen/cpu_launch_list.py)\n" + copies + f"""
 define void @{FUNCTION}(ptr %fork_join, ptr %slots, ptr %job, ptr %table, i64 %count, i64 %max_shares) {{
 entry:
   %any = icmp sgt i64 %count, 0

@@ -4,9 +4,10 @@ of tens of microseconds per kernel and GEMM.
 
 The table and every step's argument slots are built on the first call. Pointers into the
 arena and the constants never change; those to the call's inputs and outputs are written
-into their slots at every call. A GEMM whose operands are copies (a view numpy could not
-take without one, or matrices the BLAS cannot read in place), or that numpy's BLAS cannot
-take, stays a Python step between native runs.
+into their slots at every call. An operand view numpy could only give as a copy is copied
+by a native step into a scratch array of the list's. A GEMM whose matrices the BLAS cannot
+read in place, or that numpy's BLAS cannot take (integers), stays a Python step between
+native runs.
 """
 import ctypes
 import functools
@@ -24,9 +25,12 @@ _RUNNER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void
 
 
 @functools.lru_cache(maxsize=None)
-def _runner():
-    name = cpu_launch_list.FUNCTION
-    return _RUNNER(cpu_jit.load_module(cpu_launch_list.module_source(), {name}, pinned=True)[name])
+def _functions():
+    """(the launch list's runner, {element size: strided copy's packed entry address})."""
+    names = {cpu_launch_list.FUNCTION} | {f + ".packed" for f in cpu_launch_list.COPY_FUNCTIONS.values()}
+    found = cpu_jit.load_module(cpu_launch_list.module_source(), names, pinned=True)
+    return (_RUNNER(found[cpu_launch_list.FUNCTION]),
+            {size: found[f + ".packed"] for size, f in cpu_launch_list.COPY_FUNCTIONS.items()})
 
 
 def address(array) -> int:
@@ -43,7 +47,7 @@ class CpuLaunchList:
         prog = executable.program
         self.variable = sorted(set(prog.inputs) | set(prog.outputs))  # new arrays every call
         var_index = {name: i for i, name in enumerate(self.variable)}
-        gemm = native_gemm()
+        gemm, copy_entries = native_gemm(), _functions()[1]
         cores = backend.threads if self.pool is not None else 1
         rows, slots, patches, self.segments, self._keep = [], [], [], [], []
 
@@ -60,20 +64,37 @@ class CpuLaunchList:
                 rows.append((fn, ck.rows, ck.n, first, backend.kernel_shares(ck)))
                 slots.extend(pointer_at(first + i, p, bufs[p]) for i, p in enumerate(ck.params))
                 continue
-            out, a, b = executable.dot_operands(step, bufs)
+            copies = []  # (operand's buffer, the strided view numpy would copy, scratch)
+
+            def materialize(name, x):
+                copies.append((name, x, np.empty(x.shape, x.dtype)))
+                return copies[-1][2]
+            out, a, b = executable.dot_operands(step, bufs, materialize)
             call = None
-            views = np.may_share_memory(a, bufs[step.a]) and np.may_share_memory(b, bufs[step.b])
-            if gemm is not None and views and gemm.multiplies(out, a, b) and a.size and b.size:
+            copyable = all(0 < x.ndim <= cpu_launch_list.MAX_DIMS and x.itemsize in copy_entries
+                           for _, x, _ in copies)
+            if gemm is not None and copyable and gemm.multiplies(out, a, b) and a.size and b.size:
                 call = gemm.describe(out, a, b, step.dimension_numbers, cores)
             if call is None or call.copied:
                 self._python_step(step, rows)
                 continue
+            for name, x, scratch in copies:
+                first = len(slots)
+                count = int(np.prod(x.shape[:-1], dtype=np.int64))
+                rows.append((copy_entries[x.itemsize], count, 0, first,
+                             min(cores, count) if x.size >= threshold else 1))
+                pad = [0] * (cpu_launch_list.MAX_DIMS - x.ndim)
+                slots.extend([pointer_at(first, name, x), address(scratch), x.ndim, *x.shape, *pad,
+                              *(st // x.itemsize for st in x.strides), *pad])
+                self._keep.append(scratch)
+            first = len(slots)
             self._keep.append(call.keep)
             rows.append((call.entry, call.units, 0, first, call.shares))
             slots.extend(call.args)
             for slot, name, array in ((cpu_blas_call.A_SLOT, step.a, a), (cpu_blas_call.B_SLOT, step.b, b),
                                       (cpu_blas_call.C_SLOT, step.out, out)):
-                pointer_at(first + slot, name, array)
+                if np.may_share_memory(array, bufs[name]):  # else a view of a scratch array
+                    pointer_at(first + slot, name, array)
         self._python_step(None, rows)
 
         self.slots = np.array(slots or [0], dtype=np.int64)
@@ -95,7 +116,7 @@ class CpuLaunchList:
         if len(self.patch_at):
             addresses = np.fromiter((address(bufs[name]) for name in self.variable), np.int64, len(self.variable))
             self.slots[self.patch_at] = addresses[self.patch_var] + self.patch_offset
-        runner, table = _runner(), address(self.table)
+        runner, table = _functions()[0], address(self.table)
         for kind, what, count in self.segments:
             if kind == "python":
                 self.run_step(what, bufs)

@@ -77,9 +77,17 @@ def describe_step(program, step):
     return f"gemm   {step.out}[{shape}] = {step.a} . {step.b} {step.dimension_numbers}"
 
 
-def apply_view(x, chain):
+def apply_view(x, chain, materialize=None):
+    """x seen through a DotCall's chain of transposes and reshapes. A reshape numpy can only
+    make as a copy reshapes materialize(x) instead, when given (a contiguous array)."""
     for op, params in chain:
-        x = x.transpose(params["permutation"]) if op == "transpose" else x.reshape(params["shape"])
+        if op == "transpose":
+            x = x.transpose(params["permutation"])
+            continue
+        y = x.reshape(params["shape"])
+        if materialize is not None and y.size and not np.may_share_memory(x, y):
+            y = materialize(x).reshape(params["shape"])
+        x = y
     return x
 
 
@@ -188,12 +196,15 @@ class Executable:
             out, a, b = self.dot_operands(step, bufs)
             self.backend.dot(out, a, b, step.dimension_numbers, self.program.buffers[step.a].dtype)
 
-    def dot_operands(self, step: DotCall, bufs):
-        """(out, a, b) of a dot_general step: its output buffer and its operands' views."""
+    def dot_operands(self, step: DotCall, bufs, materialize=None):
+        """(out, a, b) of a dot_general step: its output buffer and its operands' views
+        (see apply_view for materialize(operand name, array))."""
         prog = self.program
-        a = apply_view(bufs[step.a].reshape(prog.buffers[step.a].shape), step.a_view)
-        b = apply_view(bufs[step.b].reshape(prog.buffers[step.b].shape), step.b_view)
-        return bufs[step.out], a, b
+
+        def operand(name, chain):
+            hook = None if materialize is None else (lambda x: materialize(name, x))
+            return apply_view(bufs[name].reshape(prog.buffers[name].shape), chain, hook)
+        return bufs[step.out], operand(step.a, step.a_view), operand(step.b, step.b_view)
 
 
 def _reads_only_same_element(kernel, name):

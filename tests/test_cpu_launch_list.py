@@ -100,26 +100,40 @@ def test_split_steps_run_on_the_workers_and_busy_workers_leave_them_to_the_calle
     assert rebuilt is not lists and not (rebuilt.table[:, 4] > 1).any(), "a new threshold, a new list"
 
 
-def test_gemms_on_copies_or_integers_stay_python_steps_between_native_runs(monkeypatch):
-    """An operand that is a copy (heads merged back after a transpose: numpy's reshape
-    copies) and an integer dot_general (no BLAS for it) are Python steps; the kernels
-    around them still run natively, and the results are the step-by-step loop's."""
-    def f(x, w, i, j):
+def test_operands_numpy_would_copy_are_copied_natively_and_integer_gemms_stay_python(monkeypatch):
+    """Heads merged back after a transpose (numpy's reshape copies) are copied by a native
+    strided-copy step into a scratch array; an integer dot_general (no BLAS for it) is a
+    Python step between native runs. The results are the step-by-step loop's. Every step
+    that can split does (three shares), the copies included."""
+    from mlbh.runtime.cpu_launch_list import _functions
+    monkeypatch.setattr(cpu_backend, "PARALLEL_MIN_WORK", 1)
+    monkeypatch.setattr(cpu_backend, "available_cores", lambda: 3)
+
+    def f(x, v, w, i, j):
         heads = ops.transpose(ops.tanh(ops.reshape(x, (6, 2, 4))), (1, 0, 2))   # (2, 6, 4)
-        merged = ops.reshape(ops.transpose(heads * 2.0, (1, 0, 2)), (6, 8))
+        merged = ops.reshape(ops.transpose(heads * 2.0, (1, 0, 2)), (6, 8))     # from the arena
+        merged_input = ops.reshape(ops.transpose(v, (1, 0, 2)), (6, 8))         # from an input
         k = lax.dot_general(i + 1, j * 2, (((1,), (0,)), ((), ())))
-        return ops.matmul(merged, w) + ops.astype(k, "float32")
-    x, w = randn(6, 8), randn(8, 4)
-    i, j = rng.integers(-3, 3, (6, 5)).astype(np.int32), rng.integers(-3, 3, (5, 4)).astype(np.int32)
+        return ops.matmul(merged, w) + ops.matmul(merged_input, w) + ops.astype(k, "float32")
+
+    def want(x, v, w, i, j):
+        return (np.tanh(x) * 2) @ w + v.transpose(1, 0, 2).reshape(6, 8) @ w + (i + 1) @ (j * 2)
+    args = [randn(6, 8), randn(2, 6, 4), randn(8, 4),
+            rng.integers(-3, 3, (6, 5)).astype(np.int32), rng.integers(-3, 3, (5, 4)).astype(np.int32)]
+    other = [2 * args[0], -args[1], *args[2:]]
     native = jit(f, backend="cpu")
-    got = native(x, w, i, j)
-    segments = executable(native)._launch_list.segments
-    python = [step for kind, step, _ in segments if kind == "python"]
-    assert len(python) == 2 and "native" in [kind for kind, *_ in segments]
-    assert {executable(native).program.buffers[step.a].dtype for step in python} == {"int32", "float32"}
-    np.testing.assert_allclose(got, (np.tanh(x) * 2) @ w + ((i + 1) @ (j * 2)), rtol=1e-5, atol=1e-6)
+    got = native(*args)
+    lists = executable(native)._launch_list
+    python = [step for kind, step, _ in lists.segments if kind == "python"]
+    assert [executable(native).program.buffers[step.a].dtype for step in python] == ["int32"]
+    copies = lists.table[lists.table[:, 0] == _functions()[1][4]]
+    assert list(copies[:, 4]) == [3, 3], "two strided copies of float32, each in three shares"
+    np.testing.assert_allclose(got, want(*args), rtol=1e-5, atol=1e-5)
+    again = native(*other)  # the copies read the new call's arrays
+    np.testing.assert_allclose(again, want(*other), rtol=1e-5, atol=1e-5)
     step_by_step(monkeypatch)
-    assert_bit_identical(got, jit(f, backend="cpu")(x, w, i, j))
+    loop = jit(f, backend="cpu")
+    assert_bit_identical([got, again], [loop(*args), loop(*other)])
 
 
 def test_donated_inputs_are_written_in_place_through_the_list():
