@@ -19,12 +19,14 @@ rows: a reshape after a transpose) is copied by a step of its own, a strided cop
 scratch array the launch list owns. Its argument slots:
     0 source   1 destination (contiguous)   2 ndim (1..MAX_DIMS)
     3.. shape (MAX_DIMS slots)   3 + MAX_DIMS.. the source's strides in elements
-Its rows are the source's rows (all axes but the last), copied as bits of 32 or 64.
+Its rows are the source's rows (all axes but the last), copied as bits.
 """
 ROW = 5  # i64 per table row
 FUNCTION = "mlbh_run_launch_list"
 MAX_DIMS = 8
-COPY_FUNCTIONS = {4: "mlbh_strided_copy32", 8: "mlbh_strided_copy64"}  # by element size
+# by element size: float32 only, since LLVM takes ~0.07 s to compile each (cold cache); a
+# float64 operand stays a Python step
+COPY_FUNCTIONS = {4: "mlbh_strided_copy32"}
 
 
 def _strided_copy(name: str, bits: int) -> str:
