@@ -151,3 +151,14 @@ def test_donated_inputs_are_written_in_place_through_the_list():
     np.testing.assert_array_equal(square, g * g)
     with pytest.raises(Exception, match="donated"):
         f(new_p, g)
+
+
+def test_float64_operands_numpy_would_copy_stay_python_steps(monkeypatch):
+    """Only float32 has a native strided copy; a float64 GEMM on merged heads runs in Python."""
+    def f(v, w):
+        return ops.matmul(ops.reshape(ops.transpose(v, (1, 0, 2)), (6, 8)), w)
+    v, w = rng.standard_normal((2, 6, 4)), rng.standard_normal((8, 3))
+    native = jit(f, backend="cpu")
+    got = native(v, w)
+    assert [kind for kind, *_ in executable(native)._launch_list.segments] == ["python"]
+    np.testing.assert_allclose(got, v.transpose(1, 0, 2).reshape(6, 8) @ w, rtol=1e-12)
