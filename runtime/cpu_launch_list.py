@@ -42,13 +42,13 @@ class CpuLaunchList:
         """bufs: the first call's buffers by name (flat arrays). threshold: the backend's
         PARALLEL_MIN_WORK the kernels' shares were chosen with."""
         self.threshold = threshold
-        self.pool = fork_join_pool(backend.threads)
+        self.cores = backend.threads
         self.run_step = executable.run_step
         prog = executable.program
         self.variable = sorted(set(prog.inputs) | set(prog.outputs))  # new arrays every call
         var_index = {name: i for i, name in enumerate(self.variable)}
         gemm, copy_entries = native_gemm(), _functions()[1]
-        cores = backend.threads if self.pool is not None else 1
+        cores = backend.threads if fork_join_pool(backend.threads) is not None else 1
         rows, slots, patches, self.segments, self._keep = [], [], [], [], []
 
         def pointer_at(position, name, array):
@@ -121,7 +121,7 @@ class CpuLaunchList:
             if kind == "python":
                 self.run_step(what, bufs)
                 continue
-            pool = self.pool
+            pool = fork_join_pool(self.cores)  # this process's: a forked child has its own
             held = pool is not None and pool.acquire()
             try:
                 if held:

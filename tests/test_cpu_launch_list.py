@@ -79,19 +79,19 @@ def test_split_steps_run_on_the_workers_and_busy_workers_leave_them_to_the_calle
     f = jit(fn, backend="cpu")
     args = operands()
     want = f(*args)
-    lists = executable(f)._launch_list
+    lists, pool = executable(f)._launch_list, cpu_pool.fork_join_pool(3)
     split = int((lists.table[:, 4] > 1).sum())
-    assert split > 0 and lists.pool.workers == 2
-    before = _generations(lists.pool)
+    assert split > 0 and pool.workers == 2
+    before = _generations(pool)
     got = f(*args)
-    assert [g - b for g, b in zip(_generations(lists.pool), before)] == [split, split]
-    assert lists.pool.acquire()
+    assert [g - b for g, b in zip(_generations(pool), before)] == [split, split]
+    assert pool.acquire()
     try:
-        before = _generations(lists.pool)
+        before = _generations(pool)
         busy = f(*args)
-        assert _generations(lists.pool) == before, "no share handed out while the workers are held"
+        assert _generations(pool) == before, "no share handed out while the workers are held"
     finally:
-        lists.pool.release()
+        pool.release()
     assert_bit_identical(got, want)
     assert_same_tree(busy, want, "the list run unsplit")  # unsplit sums may round differently
     monkeypatch.setattr(cpu_backend, "PARALLEL_MIN_WORK", 1 << 40)
@@ -162,3 +162,34 @@ def test_float64_operands_numpy_would_copy_stay_python_steps(monkeypatch):
     got = native(v, w)
     assert [kind for kind, *_ in executable(native)._launch_list.segments] == ["python"]
     np.testing.assert_allclose(got, v.transpose(1, 0, 2).reshape(6, 8) @ w, rtol=1e-12)
+
+
+def test_a_forked_child_runs_the_list_on_its_own_workers(monkeypatch):
+    """The parent's workers do not exist in a forked child: its calls must hand shares to
+    workers of its own (else it would wait for them forever)."""
+    import os
+    import time
+    monkeypatch.setattr(cpu_backend, "PARALLEL_MIN_WORK", 1)
+    monkeypatch.setattr(cpu_backend, "available_cores", lambda: 3)
+    fn = with_loss_grads(mlp_attention_loss, operands())
+    f = jit(fn, backend="cpu")
+    args = operands()
+    want = pytree.flatten(f(*args))[0]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one call, its loss back through the pipe
+        try:
+            os.write(write, np.float64(pytree.flatten(f(*args))[0][0]).tobytes())
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's call hung")
+        time.sleep(0.05)
+    got = np.frombuffer(os.read(read, 8), np.float64)
+    os.close(read)
+    assert got.size == 1 and got[0] == np.float64(want[0])
