@@ -23,6 +23,7 @@ SPIN_CHECKS = 200000
 SYS_FUTEX = {"x86_64": 202, "aarch64": 98}  # Linux's futex syscall number, by machine
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
+
 def packed_entry(name: str, n_params: int) -> str:
     """A kernel's entry with one argument array instead of a pointer per buffer, so that
     any kernel can be called through one signature (from Python and from the workers)."""
