@@ -11,6 +11,7 @@ entry is deleted and recompiled, never loaded.
 import functools
 import hashlib
 import os
+import warnings
 
 from .compile_cache import cache_dir, read_sealed, seal, unseal, write_atomically
 from .cpu_target import host_features
@@ -70,18 +71,71 @@ def compile_object(source: str) -> bytes:
 def load_module(source: str, function_names, pinned=False) -> dict:
     """{function name: address} of the module's functions, compiled (or loaded from the
     cache) and linked into this process; a pinned module is never unloaded."""
-    key = object_key(source)
+    return load_modules([source], function_names, pinned)
+
+
+def load_modules(sources, function_names, pinned=False) -> dict:
+    """load_module over several modules at once: those neither loaded nor cached compile
+    side by side, one in this process and each other in a forked child."""
     engines = _PINNED if pinned else _ENGINES
-    if key not in engines:
-        path = os.path.join(cache_dir(), "cpu", key[:2], key + ".o")
-        obj = read_sealed(path, lambda data: unseal(MAGIC, data))
-        if obj is None:
-            obj = compile_object(source)
-            write_atomically(path, seal(MAGIC, obj))
-        llvm = _llvm()
+    keys = [object_key(source) for source in sources]
+    paths = {key: os.path.join(cache_dir(), "cpu", key[:2], key + ".o") for key in keys}
+    objects = {key: read_sealed(paths[key], lambda data: unseal(MAGIC, data))
+               for key in dict.fromkeys(keys) if key not in engines}
+    missing = {key: source for key, source in zip(keys, sources) if key in objects and objects[key] is None}
+    for key, obj in _compile_side_by_side(missing).items():
+        write_atomically(paths[key], seal(MAGIC, obj))
+        objects[key] = obj
+    llvm = _llvm()
+    for key, obj in objects.items():
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_machine())
         engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         engine.finalize_object()
         engines[key] = (engine, obj)
-    engine = engines[key][0]
-    return {name: engine.get_function_address(name) for name in function_names}
+    found = {}
+    for key in keys:
+        engine = engines[key][0]
+        for name in function_names:
+            found[name] = found.get(name) or engine.get_function_address(name)
+    return found
+
+
+def _compile_side_by_side(sources: dict) -> dict:
+    """{key: object file} of {key: module source}: the first compiled here, each other in a
+    forked child that sends its object back through a pipe (llvmlite serializes every call
+    on one lock, so threads would take turns). A child that fails leaves its module to this
+    process. Serial where fork is missing."""
+    items = list(sources.items())
+    children = []  # (key, source, pid, read end)
+    if hasattr(os, "fork") and len(items) > 1:
+        _target()  # LLVM set up once, before the children copy this process
+        for key, source in items[1:]:
+            children.append((key, source, *_fork_compile(source)))
+        items = items[:1]
+    objects = {key: compile_object(source) for key, source in items}
+    for key, source, pid, fd in children:
+        with os.fdopen(fd, "rb") as pipe:
+            obj = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        objects[key] = obj if status == 0 and obj else compile_object(source)
+    return objects
+
+
+def _fork_compile(source: str):
+    """(pid, read end of a pipe) of a child that writes compile_object(source) into the
+    pipe and exits without running this process's exit handlers."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # the child runs LLVM alone and exits: no lock of another thread is needed
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_end)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(compile_object(source))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    return pid, read_end

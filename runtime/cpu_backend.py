@@ -42,14 +42,15 @@ class CpuBackend:
         self._addresses = {}  # id(array) -> (weak reference, data address)
 
     def compile(self, program):
-        """Render the program's kernels into one LLVM module, compile it (or load it from
-        the cache) and bind a ctypes function to each kernel."""
-        source, kernels = program_cache.remembered(program, "cpu",
-                                                   lambda: cpu.render_program(program.kernels, headers=False))
-        addresses = cpu_jit.load_module(source, {ck.name + ".packed" for ck in kernels.values()})
+        """Render the program's kernels into LLVM modules (as many as there are cores, for a
+        big program), compile them side by side (or load them from the cache) and bind a
+        ctypes function to each kernel."""
+        sources, kernels = program_cache.remembered(program, f"cpu/{self.threads}",
+                                                    lambda: cpu.render_modules(program.kernels, self.threads))
+        addresses = cpu_jit.load_modules(sources, {ck.name + ".packed" for ck in kernels.values()})
         functions = {name: (addresses[ck.name + ".packed"], PACKED_ENTRY(addresses[ck.name + ".packed"]), ck)
                      for name, ck in kernels.items()}
-        return {"source": source, "functions": functions}
+        return {"sources": sources, "functions": functions}
 
     def storage_dtype(self, dtype):
         return dtypes.to_numpy(dtype)

@@ -20,13 +20,21 @@ def _block_step(cfg):
     return vg, (params, x, targets)
 
 
+def _module_paths(jitted, cache):
+    """The object files of the one program jitted has compiled."""
+    [(_, exe)] = jitted.cache.values()
+    keys = [cpu_jit.object_key(source) for source in exe.compiled["sources"]]
+    return [cache / "cpu" / key[:2] / (key + ".o") for key in keys]
+
+
 def test_a_warm_start_loads_the_object_file_and_compiles_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("MLBH_CACHE_DIR", str(tmp_path))
     # a shape no other test uses, so its module is compiled here and nowhere else
     vg, args = _block_step(BlockConfig(batch=2, seq=12, width=24, heads=3, vocab=40))
     want = jit(vg, backend="reference")(*args)
-    assert_same_tree(jit(vg, backend="cpu")(*args), want)
-    [entry] = glob.glob(str(tmp_path / "cpu" / "*" / "*.o"))
+    step = jit(vg, backend="cpu")
+    assert_same_tree(step(*args), want)
+    entry = _module_paths(step, tmp_path)[0]
 
     cpu_jit._ENGINES.clear()  # as a new process would start
     compiled = []
@@ -43,6 +51,62 @@ def test_a_warm_start_loads_the_object_file_and_compiles_nothing(tmp_path, monke
     cpu_jit._ENGINES.clear()
     assert_same_tree(jit(vg, backend="cpu")(*args), want)
     assert compiled == [1], "a corrupt entry is compiled again, never loaded"
+
+
+def _split_three_ways(monkeypatch, tmp_path):
+    """A fresh cache, and the CPU backend on 3 cores with modules split from 2,000 chars.
+    Returns the list of the sources this process compiles."""
+    from mlbh.runtime import cpu_backend
+    monkeypatch.setenv("MLBH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu, "MIN_MODULE_CHARS", 2_000)
+    monkeypatch.setattr(cpu_backend, "available_cores", lambda: 3)
+    parent, real, compiled_here = os.getpid(), cpu_jit.compile_object, []
+
+    def compile_object(source):
+        if os.getpid() == parent:
+            compiled_here.append(source)
+        return real(source)
+
+    monkeypatch.setattr(cpu_jit, "compile_object", compile_object)
+    return compiled_here
+
+
+def test_a_big_program_compiles_as_modules_side_by_side(tmp_path, monkeypatch):
+    compiled_here = _split_three_ways(monkeypatch, tmp_path)
+    vg, args = _block_step(BlockConfig(batch=2, seq=10, width=20, heads=2, vocab=30))
+    kernels = jit(vg, backend="cpu").lower(*args).program.kernels
+    sources, _ = cpu.render_modules(kernels, 3)
+    defined = [line.split("(")[0] for source in sources for line in source.splitlines()
+               if line.startswith("define void @k_")]
+    whole = [line.split("(")[0] for line in cpu.render_program(kernels)[0].splitlines()
+             if line.startswith("define void @k_")]
+    assert len(sources) == 3 and sorted(defined) == sorted(whole), "each function in exactly one module"
+
+    step = jit(vg, backend="cpu")
+    assert_same_tree(step(*args), jit(vg, backend="reference")(*args))
+    [(_, exe)] = step.cache.values()
+    assert len(exe.compiled["sources"]) == 3 and all(path.exists() for path in _module_paths(step, tmp_path))
+    assert sum(source in compiled_here for source in exe.compiled["sources"]) == 1, \
+        "two of the three modules were compiled by forked children"
+
+
+def test_a_module_whose_child_fails_is_compiled_by_the_parent(tmp_path, monkeypatch):
+    _split_three_ways(monkeypatch, tmp_path)
+    parent, real, compiled_here = os.getpid(), cpu_jit.compile_object, []
+
+    def compile_or_fail_in_a_child(source):
+        if os.getpid() != parent:
+            raise RuntimeError("a child's compile failed")
+        compiled_here.append(source)
+        return real(source)
+
+    monkeypatch.setattr(cpu_jit, "compile_object", compile_or_fail_in_a_child)
+    vg, args = _block_step(BlockConfig(batch=2, seq=10, width=18, heads=3, vocab=30))
+    step = jit(vg, backend="cpu")
+    assert_same_tree(step(*args), jit(vg, backend="reference")(*args))
+    [(_, exe)] = step.cache.values()
+    assert len(exe.compiled["sources"]) == 3 and all(path.exists() for path in _module_paths(step, tmp_path))
+    assert all(source in compiled_here for source in exe.compiled["sources"])
 
 
 def test_the_cached_module_does_not_depend_on_where_the_users_files_are():
