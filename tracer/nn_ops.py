@@ -12,6 +12,7 @@ from .array_ops import (add, asarray, astype, divide, dtype_of, equal, exp, expa
 from .errors import DTypeError, ShapeError
 from .source import user_source
 from .tracing import name_scope
+from .transforms import custom_vjp
 
 
 def _f32(x):
@@ -26,10 +27,28 @@ def _shifted(x, axis):
 
 
 def softmax(x, axis=-1):
-    with name_scope("softmax"):
-        shifted, dtype = _shifted(x, axis)
-        e = exp(shifted)
-        return astype(divide(e, sum(e, axis, keepdims=True)), dtype)
+    """exp(x) / sum(exp(x)) along axis. Its gradient, y (dy - sum(dy y)), reads the float32
+    output alone: autodiff through exp and divide would keep exp(x) as well, one more
+    array as large as x to write forward and read backward (attention's scores)."""
+    x = asarray(x)
+    dtype = dtype_of(x)
+
+    def probabilities(x):
+        with name_scope("softmax"):
+            shifted, _ = _shifted(x, axis)
+            e = exp(shifted)
+            return divide(e, sum(e, axis, keepdims=True))
+
+    def forward(x):
+        y = probabilities(x)
+        return astype(y, dtype), y
+
+    def backward(y, dy):
+        with name_scope("softmax_vjp"):
+            dy = _f32(dy)
+            return (astype(multiply(y, subtract(dy, sum(multiply(dy, y), axis, keepdims=True))), dtype),)
+
+    return custom_vjp(lambda x: astype(probabilities(x), dtype), name="softmax").defvjp(forward, backward)(x)
 
 
 def log_softmax(x, axis=-1):
