@@ -54,13 +54,22 @@ def decays(name: str, shape) -> bool:
     return len(shape) >= 2
 
 
+def _sum_of_squares(g):
+    """sum(g * g), a matrix's rows first: a reduction of one row runs on one core (CPU)
+    or one block (GPU), so a large parameter's would hold the update back."""
+    sq = ops.multiply(g, g)
+    if len(sq.shape) >= 2:
+        sq = ops.sum(sq, tuple(range(1, len(sq.shape))))
+    return ops.sum(sq)
+
+
 def make_update(cfg: AdamWConfig):
     """The traced function of one optimizer step; compile it with jit (donating p, m, v)."""
 
     def update(params, m, v, grad_sums, scalars):
         count, lr, step = scalars[0], scalars[1], scalars[2]
         grads = {k: ops.divide(g, count) for k, g in grad_sums.items()}
-        sq = [ops.sum(ops.multiply(g, g)) for g in grads.values()]
+        sq = [_sum_of_squares(g) for g in grads.values()]
         total = sq[0]
         for s in sq[1:]:
             total = ops.add(total, s)

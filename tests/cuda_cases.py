@@ -198,3 +198,26 @@ def gpt_block_case(batch=2, seq=12, width=64, heads=4, vocab=72):
         return ops.cross_entropy(logits, targets)
 
     return T.value_and_grad(loss), (params, tokens, targets)
+
+
+# ------------------------------------------------------------------------- GPT-2 train step
+
+def gpt2_train_step_cases():
+    """The two compiled functions of `mlbh train`'s step on a small GPT-2 in mixed precision
+    (bf16 compute with attention recomputed, as on a GPU): the micro-step (loss and fp32
+    gradient sums) and the clipped AdamW update over all parameters."""
+    from mlbh.models.config import GPT2Config
+    from mlbh.models.gpt2 import GPT2
+    from mlbh.runtime.optim import AdamWConfig, make_update
+    from mlbh.runtime.train_step import make_micro_step
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=60,
+                        compute_dtype="bfloat16", remat_attention=True)
+    model = GPT2(config)
+    params = model.init_params(0)
+    grad_sums = {k: (R.standard_normal(v.shape) * 0.1).astype(np.float32) for k, v in params.items()}
+    tokens, targets = (R.integers(0, config.vocab_size, (2, 16)).astype(np.int32) for _ in range(2))
+    m = {k: (R.standard_normal(v.shape) * 0.01).astype(np.float32) for k, v in params.items()}
+    v = {k: R.random(p.shape).astype(np.float32) * 1e-4 for k, p in params.items()}
+    update = make_update(AdamWConfig(lr=6e-4, weight_decay=0.1, grad_clip=1.0))
+    return [("gpt2_micro_step_bf16", make_micro_step(model), (params, grad_sums, tokens, targets)),
+            ("gpt2_adamw_update", update, (params, m, v, grad_sums, np.array([32.0, 6e-4, 3.0], np.float32)))]
