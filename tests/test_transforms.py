@@ -241,6 +241,23 @@ def test_checkpoint_gives_the_same_grads_and_recomputes():
     assert "checkpoint" not in plain.op_counts()
 
 
+def test_held_graphs_name_their_eqns_once_under_the_enclosing_scope():
+    """A checkpoint's or custom_vjp's graph is traced with scopes relative to its eqn, so
+    inlined (codegen.prepare) or replayed backward its eqns read outer/inner, not
+    outer/outer/inner."""
+    from mlbh.codegen.prepare import prepare
+    from mlbh.tracer.tracing import name_scope
+
+    def f(x):
+        with name_scope("outer"):
+            return ops.sum(ops.softmax(x) * T.checkpoint(lambda y: ops.tanh(y) * 2.0, name="blk")(x))
+
+    graph = prepare(T.trace(T.value_and_grad(f), np.ones((2, 3), np.float32)))
+    scopes = {e.scope for e in graph.eqns}
+    assert {"outer/softmax", "vjp(outer)/softmax.bwd", "vjp(outer)/remat(blk)"} <= scopes
+    assert not any(s.count("outer") > 1 for s in scopes), scopes
+
+
 def test_checkpoint_grad_of_grad():
     f = T.checkpoint(lambda x: ops.exp(x) * ops.tanh(x))
     x = np.array(0.4)

@@ -44,9 +44,8 @@ def softmax(x, axis=-1):
         return astype(y, dtype), y
 
     def backward(y, dy):
-        with name_scope("softmax_vjp"):
-            dy = _f32(dy)
-            return (astype(multiply(y, subtract(dy, sum(multiply(dy, y), axis, keepdims=True))), dtype),)
+        dy = _f32(dy)
+        return (astype(multiply(y, subtract(dy, sum(multiply(dy, y), axis, keepdims=True))), dtype),)
 
     return custom_vjp(lambda x: astype(probabilities(x), dtype), name="softmax").defvjp(forward, backward)(x)
 

@@ -63,6 +63,18 @@ def name_scope(name):
         _SCOPE.pop()
 
 
+@contextlib.contextmanager
+def relative_scopes():
+    """Traces a graph an eqn holds (checkpoint, custom_vjp) with scopes relative to that
+    eqn: whoever inlines it prefixes the eqn's own scope, which would otherwise appear twice."""
+    saved = _SCOPE[:]
+    _SCOPE.clear()
+    try:
+        yield
+    finally:
+        _SCOPE[:] = saved
+
+
 class Tracer:
     """A traced array. Operators and methods build eqns through mlbh.tracer.ops."""
     __slots__ = ("var", "builder")

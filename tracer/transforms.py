@@ -11,7 +11,7 @@ from . import lax, pytree
 from .autodiff import backward, differentiable
 from .errors import TraceError
 from .ir import Graph
-from .tracing import Tracer, current_builder, inline, spec_of, trace_flat
+from .tracing import Tracer, current_builder, inline, relative_scopes, spec_of, trace_flat
 
 
 def _eager_or_traced(traced_fn):
@@ -144,7 +144,8 @@ def checkpoint(fn, name=None):
         if current_builder() is None:
             return fn(*args)
         from .tracing import bind
-        graph, captured = trace_flat(fn, args)
+        with relative_scopes():
+            graph, captured = trace_flat(fn, args)
         leaves, _ = pytree.flatten(list(args))
         outs = bind("checkpoint", *leaves, *captured, graph=_flat_graph(graph), name=label)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
@@ -180,7 +181,8 @@ class custom_vjp:  # noqa: N801 (decorator, named like the primitive)
         from .tracing import bind
         self._in_fwd = True
         try:
-            fwd_graph, cap = trace_flat(lambda *a: _pair(self.fwd(*a), self.name), args)
+            with relative_scopes():
+                fwd_graph, cap = trace_flat(lambda *a: _pair(self.fwd(*a), self.name), args)
         finally:
             self._in_fwd = False
         out_tree = fwd_graph.out_tree[1][0]
@@ -189,10 +191,11 @@ class custom_vjp:  # noqa: N801 (decorator, named like the primitive)
         res_specs = [spec_of(v) for v in fwd_graph.outputs[num_out:]]
         out_specs = [spec_of(v) for v in fwd_graph.outputs[:num_out]]
         arg_leaves, arg_tree = pytree.flatten(list(args))
-        bwd_graph, cap2 = trace_flat(
-            lambda res, cts: _aligned_cts(self.name, arg_tree, arg_leaves, self.bwd(
-                pytree.unflatten(res_tree, res), pytree.unflatten(out_tree, cts))),
-            (res_specs, out_specs))
+        with relative_scopes():
+            bwd_graph, cap2 = trace_flat(
+                lambda res, cts: _aligned_cts(self.name, arg_tree, arg_leaves, self.bwd(
+                    pytree.unflatten(res_tree, res), pytree.unflatten(out_tree, cts))),
+                (res_specs, out_specs))
         if cap or cap2:
             raise TraceError(f"custom_vjp {self.name}: fwd and bwd must not close over traced values; "
                              "pass them as arguments")
