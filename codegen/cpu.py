@@ -417,7 +417,7 @@ def render_program(kernels, headers=True):
     return source, rendered
 
 
-MIN_MODULE_CHARS = 12_000  # LLVM takes ~0.2 s over this much IR: less is not worth a process
+MIN_MODULE_CHARS = 12_000  # LLVM takes 0.1-0.2 s over this much IR: less is not worth a process
 
 
 def render_modules(kernels, most: int, headers=False):

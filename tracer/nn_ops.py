@@ -47,7 +47,7 @@ def softmax(x, axis=-1):
         dy = _f32(dy)
         return (astype(multiply(y, subtract(dy, sum(multiply(dy, y), axis, keepdims=True))), dtype),)
 
-    return custom_vjp(lambda x: astype(probabilities(x), dtype), name="softmax").defvjp(forward, backward)(x)
+    return custom_vjp(lambda x: forward(x)[0], name="softmax").defvjp(forward, backward)(x)
 
 
 def log_softmax(x, axis=-1):
