@@ -20,10 +20,15 @@ def _block_step(cfg):
     return vg, (params, x, targets)
 
 
-def _module_paths(jitted, cache):
-    """The object files of the one program jitted has compiled."""
+def _module_sources(jitted):
+    """The LLVM modules of the one program jitted has compiled."""
     [(_, exe)] = jitted.cache.values()
-    keys = [cpu_jit.object_key(source) for source in exe.compiled["sources"]]
+    return exe.compiled["sources"]
+
+
+def _module_paths(jitted, cache):
+    """Their object files in the cache."""
+    keys = [cpu_jit.object_key(source) for source in _module_sources(jitted)]
     return [cache / "cpu" / key[:2] / (key + ".o") for key in keys]
 
 
@@ -84,9 +89,9 @@ def test_a_big_program_compiles_as_modules_side_by_side(tmp_path, monkeypatch):
 
     step = jit(vg, backend="cpu")
     assert_same_tree(step(*args), jit(vg, backend="reference")(*args))
-    [(_, exe)] = step.cache.values()
-    assert len(exe.compiled["sources"]) == 3 and all(path.exists() for path in _module_paths(step, tmp_path))
-    assert sum(source in compiled_here for source in exe.compiled["sources"]) == 1, \
+    sources = _module_sources(step)
+    assert len(sources) == 3 and all(path.exists() for path in _module_paths(step, tmp_path))
+    assert sum(source in compiled_here for source in sources) == 1, \
         "two of the three modules were compiled by forked children"
 
 
@@ -104,9 +109,9 @@ def test_a_module_whose_child_fails_is_compiled_by_the_parent(tmp_path, monkeypa
     vg, args = _block_step(BlockConfig(batch=2, seq=10, width=18, heads=3, vocab=30))
     step = jit(vg, backend="cpu")
     assert_same_tree(step(*args), jit(vg, backend="reference")(*args))
-    [(_, exe)] = step.cache.values()
-    assert len(exe.compiled["sources"]) == 3 and all(path.exists() for path in _module_paths(step, tmp_path))
-    assert all(source in compiled_here for source in exe.compiled["sources"])
+    sources = _module_sources(step)
+    assert len(sources) == 3 and all(path.exists() for path in _module_paths(step, tmp_path))
+    assert all(source in compiled_here for source in sources)
 
 
 def test_the_cached_module_does_not_depend_on_where_the_users_files_are():
