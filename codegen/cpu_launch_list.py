@@ -13,6 +13,9 @@ A launch table holds one row of 5 i64 per step:
     shares  how many cores share the rows (1: the calling thread runs them all)
 A step with shares > 1 goes through the fork-join (codegen/cpu_fork_join.py), shares
 capped at max_shares: 1 when the workers are busy or absent (fork_join may be null then).
+When profiling, `times` (else null) gets count + 1 clock readings in nanoseconds
+(CLOCK_MONOTONIC): one before the first step and one after each, so a step's time is
+measured where it runs, among its neighbours' cache traffic, with no interpreter between.
 
 A GEMM operand that numpy could only give as a copy (attention's heads merged back into
 rows: a reshape after a transpose) is copied by a step of its own, a strided copy, into a
@@ -22,6 +25,7 @@ scratch array the launch list owns. Its argument slots:
 Its rows are the source's rows (all axes but the last), copied as bits.
 """
 ROW = 5  # i64 per table row
+CLOCK_MONOTONIC = 1  # Linux's clock id
 FUNCTION = "mlbh_run_launch_list"
 MAX_DIMS = 8
 # by element size: float32 only, since LLVM takes ~0.07 s to compile each (cold cache); a
@@ -109,13 +113,38 @@ exit:
 def module_source() -> str:
     copies = "".join(_strided_copy(name, 8 * size) for size, name in COPY_FUNCTIONS.items())
     return "; mlbh CPU launch list (codegen/cpu_launch_list.py)\n" + copies + f"""
-define void @{FUNCTION}(ptr %fork_join, ptr %slots, ptr %job, ptr %table, i64 %count, i64 %max_shares) {{
+declare i32 @clock_gettime(i32, ptr)
+
+define internal void @clock_into(ptr %times, i64 %i) {{
 entry:
+  %ts = alloca [2 x i64]
+  call i32 @clock_gettime(i32 {CLOCK_MONOTONIC}, ptr %ts)
+  %s = load i64, ptr %ts
+  %ns_p = getelementptr i64, ptr %ts, i64 1
+  %ns = load i64, ptr %ns_p
+  %s_ns = mul i64 %s, 1000000000
+  %t = add i64 %s_ns, %ns
+  %at = getelementptr i64, ptr %times, i64 %i
+  store i64 %t, ptr %at
+  ret void
+}}
+
+define void @{FUNCTION}(ptr %fork_join, ptr %slots, ptr %job, ptr %table, i64 %count, i64 %max_shares,
+                        ptr %times) {{
+entry:
+  %timed = icmp ne ptr %times, null
+  br i1 %timed, label %clock0, label %start
+
+clock0:
+  call void @clock_into(ptr %times, i64 0)
+  br label %start
+
+start:
   %any = icmp sgt i64 %count, 0
   br i1 %any, label %step, label %exit
 
 step:
-  %i = phi i64 [ 0, %entry ], [ %i1, %next ]
+  %i = phi i64 [ 0, %start ], [ %i1, %next ]
   %row = mul i64 %i, {ROW}
   %fn_p = getelementptr i64, ptr %table, i64 %row
   %fn = load ptr, ptr %fn_p
@@ -134,14 +163,21 @@ step:
 
 forked:
   call void %fork_join(ptr %slots, ptr %job, ptr %fn, i64 %rows, i64 %n, ptr %args, i64 %shares)
-  br label %next
+  br label %ran
 
 alone:
   call void %fn(i64 0, i64 %rows, i64 %n, ptr %args)
+  br label %ran
+
+ran:
+  %i1 = add i64 %i, 1
+  br i1 %timed, label %clock, label %next
+
+clock:
+  call void @clock_into(ptr %times, i64 %i1)
   br label %next
 
 next:
-  %i1 = add i64 %i, 1
   %more = icmp slt i64 %i1, %count
   br i1 %more, label %step, label %exit
 

@@ -11,6 +11,7 @@ native runs.
 """
 import ctypes
 import functools
+import time
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .cpu_gemm import native_gemm
 from .cpu_pool import fork_join_pool
 
 _RUNNER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                           ctypes.c_int64, ctypes.c_int64)
+                           ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,6 +51,8 @@ class CpuLaunchList:
         gemm, copy_entries = native_gemm(), _functions()[1]
         cores = backend.threads if fork_join_pool(backend.threads) is not None else 1
         rows, slots, patches, self.segments, self._keep = [], [], [], [], []
+        self.row_step = []  # the program step each table row belongs to
+
 
         def pointer_at(position, name, array):
             """The value of slot `position`: a pointer into bufs[name], at array's start."""
@@ -57,7 +60,8 @@ class CpuLaunchList:
                 patches.append((position, var_index[name], address(array) - address(bufs[name])))
             return address(array)
 
-        for step in prog.steps:
+        for index, step in enumerate(prog.steps):
+            self.row_step += [index - 1] * (len(rows) - len(self.row_step))  # the rows of the step before
             first = len(slots)
             if isinstance(step, Kernel):
                 fn, _, ck = executable.compiled["functions"][step.name]
@@ -76,7 +80,7 @@ class CpuLaunchList:
             if gemm is not None and copyable and gemm.multiplies(out, a, b) and a.size and b.size:
                 call = gemm.describe(out, a, b, step.dimension_numbers, cores)
             if call is None or call.copied:
-                self._python_step(step, rows)
+                self._python_step(step, rows, index)
                 continue
             for name, x, scratch in copies:
                 first = len(slots)
@@ -95,7 +99,8 @@ class CpuLaunchList:
                                       (cpu_blas_call.C_SLOT, step.out, out)):
                 if np.may_share_memory(array, bufs[name]):  # else a view of a scratch array
                     pointer_at(first + slot, name, array)
-        self._python_step(None, rows)
+        self._python_step(None, rows, None)
+        self.row_step += [len(prog.steps) - 1] * (len(rows) - len(self.row_step))
 
         self.slots = np.array(slots or [0], dtype=np.int64)
         base = address(self.slots)
@@ -104,31 +109,42 @@ class CpuLaunchList:
         at, var, offset = zip(*patches) if patches else ((), (), ())
         self.patch_at, self.patch_var, self.patch_offset = (np.array(c, dtype=np.int64) for c in (at, var, offset))
 
-    def _python_step(self, step, rows):
-        """End the native run of steps so far (its table rows) and queue a Python step."""
+    def _python_step(self, step, rows, index):
+        """End the native run of steps so far (its table rows) and queue a Python step (the
+        program's step `index`)."""
         start = sum(count for kind, _, count in self.segments if kind == "native")
         if len(rows) > start:
             self.segments.append(("native", start, len(rows) - start))
         if step is not None:
-            self.segments.append(("python", step, 0))
+            self.segments.append(("python", step, index))
 
-    def run(self, bufs):
+    def run(self, bufs, step_seconds=None):
+        """One call over bufs. step_seconds (a list by program step, for profiling) gets
+        each step's time added, native steps timed natively."""
         if len(self.patch_at):
             addresses = np.fromiter((address(bufs[name]) for name in self.variable), np.int64, len(self.variable))
             self.slots[self.patch_at] = addresses[self.patch_var] + self.patch_offset
         runner, table = _functions()[0], address(self.table)
         for kind, what, count in self.segments:
             if kind == "python":
+                start = time.perf_counter()
                 self.run_step(what, bufs)
+                if step_seconds is not None:
+                    step_seconds[count] += time.perf_counter() - start
                 continue
+            times = None if step_seconds is None else np.zeros(count + 1, dtype=np.int64)
             pool = fork_join_pool(self.cores)  # this process's: a forked child has its own
             held = pool is not None and pool.acquire()
             try:
+                rows = table + 8 * cpu_launch_list.ROW * what
+                clock = None if times is None else address(times)
                 if held:
-                    runner(pool.fork_join_address, pool.slots, pool.job, table + 8 * cpu_launch_list.ROW * what,
-                           count, pool.workers + 1)
+                    runner(pool.fork_join_address, pool.slots, pool.job, rows, count, pool.workers + 1, clock)
                 else:
-                    runner(None, None, None, table + 8 * cpu_launch_list.ROW * what, count, 1)
+                    runner(None, None, None, rows, count, 1, clock)
             finally:
                 if held:
                     pool.release()
+            if times is not None:
+                for row, ns in zip(range(what, what + count), np.diff(times)):
+                    step_seconds[self.row_step[row]] += ns * 1e-9

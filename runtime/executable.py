@@ -147,7 +147,8 @@ class Executable:
 
     def __call__(self, flat_args, step_seconds=None):
         """Run the program on flat input arrays. step_seconds, a list as long as the launch
-        list, gets each step's wall time added (synchronized: for profiling only)."""
+        list, gets each step's wall time added (for profiling: a native launch list clocks
+        its steps where they run, others are run and synchronized one by one)."""
         prog, xp = self.program, self.backend.xp
         if len(flat_args) != len(prog.inputs):
             raise MlbhError(f"{self.name}: expected {len(prog.inputs)} arrays, got {len(flat_args)}")
@@ -164,9 +165,9 @@ class Executable:
             buf = prog.buffers[name]
             bufs[name] = xp.empty(buf.size, dtype=self.backend.storage_dtype(buf.dtype))
         native = getattr(self.backend, "launch_list", None)
-        if native is not None and step_seconds is None:
+        if native is not None:
             self._launch_list = native(self, bufs, self._launch_list)
-            self._launch_list.run(bufs)
+            self._launch_list.run(bufs, step_seconds)
         else:
             for i, step in enumerate(prog.steps):
                 if step_seconds is not None:

@@ -220,7 +220,8 @@ class Jitted:
         self._profile = None  # executable -> per-step seconds, while profiling
 
     def start_profile(self):
-        """Time every launch-list step of later calls (synchronizing after each: slower)."""
+        """Time every launch-list step of later calls: on the CPU by a clock inside the native
+        launch list, on CUDA by synchronizing after each step (slower)."""
         self._profile = {}
 
     def profile_rows(self):

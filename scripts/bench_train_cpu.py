@@ -58,7 +58,7 @@ def with_parallel_min_work(contender, threshold):
     return split_step, info
 
 
-def print_profile(runner, state, data, steps, top=25):
+def print_profile(runner, state, data, steps, top):
     """The time of every kernel and GEMM of mlbh's micro-step and update, slowest first."""
     for jitted in (runner.micro, runner.update):
         jitted.start_profile()
@@ -181,7 +181,10 @@ def main():
     ap.add_argument("--parallel-min-work", default="",
                     help="comma-separated kernel sizes (elements): also race mlbh with each as the size from "
                          f"which kernels split across cores (default {cpu_backend.PARALLEL_MIN_WORK})")
-    ap.add_argument("--profile", action="store_true", help="also time every kernel and GEMM of mlbh's step")
+    ap.add_argument("--profile", action="store_true",
+                    help="also time every kernel and GEMM of mlbh's step (clocked inside the native launch "
+                         "list, so each step is timed among its neighbours' cache traffic)")
+    ap.add_argument("--profile-top", type=int, default=25, help="how many of the slowest steps --profile lists")
     ap.add_argument("--compile-profile", action="store_true",
                     help="compile mlbh's step from an empty cache and print where the time went (the cold "
                          "first call: lowering stages and LLVM)")
@@ -232,7 +235,7 @@ def main():
         program = info["program"]().program
         results["mlbh"].update(kernels=len(program.kernels), gemms=len(program.steps) - len(program.kernels))
         if args.profile:
-            print_profile(info["runner"], info["state"], data, args.steps)
+            print_profile(info["runner"], info["state"], data, args.steps, args.profile_top)
         if args.compile_profile:
             print_compile_profile(info["runner"], results["mlbh"]["first"], llvm_seconds[0])
         m = results["mlbh"]

@@ -2,6 +2,8 @@
 import logging
 import os
 
+import time
+
 import numpy as np
 import pytest
 
@@ -203,13 +205,16 @@ def test_profile_times_every_launch_step():
     f(a, b)
     assert f.profile_rows() == []
     f.start_profile()
+    start = time.perf_counter()
     f(a, b)
     f(a, b)
+    wall = time.perf_counter() - start
     rows = f.profile_rows()
     program = next(iter(f.cache.values()))[0].program
     assert len(rows) == len(program.steps) >= 2
     assert {what.split()[0] for _, what in rows} == {"kernel", "gemm"}
     assert all(ms >= 0 for ms, _ in rows) and rows == sorted(rows, key=lambda r: -r[0])
+    assert 0 < 2 * sum(ms for ms, _ in rows) <= 1e3 * wall  # per call, timed inside the calls
 
 
 def test_bad_arguments_are_named_by_their_pytree_path_and_line():
