@@ -9,7 +9,8 @@ product, or halves of a batch, without OpenBLAS's own threads (which would fight
 workers for the cores).
 
 The argument array (i64 slots), filled by runtime/cpu_gemm.py:
-    0 cblas_?gemm   1 openblas_set_num_threads_local   2 transA   3 transB
+    0 cblas_?gemm (or mlbh's own, codegen/cpu_gemm_ir.py)
+    1 openblas_set_num_threads_local (or the own GEMM's stand-in)   2 transA   3 transB
     4 M  5 N  6 K   7 A  8 lda  9 A's batch offsets   10 B  11 ldb  12 B's batch offsets
     13 C  14 ldc  15 C's batch stride   16 row chunks   17 column chunks
 Offsets (i64 arrays, one per product: any batch layout, no copy) and strides in elements;

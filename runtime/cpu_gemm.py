@@ -5,8 +5,10 @@ numpy's matmul would run one product on OpenBLAS's own threads; those spin betwe
 on the same cores as the kernels' workers, and the two fight (the anchor GPT's step 100 ->
 240-360 ms when both were on). Here every GEMM is called by mlbh's threads with OpenBLAS
 held to one thread (openblas_set_num_threads_local), so one set of threads owns the cores.
-Used when numpy's BLAS is OpenBLAS with that function (0.3.27+); else `native_gemm`
-returns None and the backend calls numpy.
+That needs numpy's BLAS to be OpenBLAS with that function (0.3.27+); with any other BLAS
+(MKL, an older OpenBLAS) float32 products run mlbh's own GEMM kernel instead
+(codegen/cpu_gemm_ir.py, as fast as OpenBLAS's on the GPT block's shapes) and the rest
+(float64, integers) numpy.
 """
 import ctypes
 import functools
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlbh.codegen import cpu_blas_call, cpu_jit
+from mlbh.codegen import cpu_blas_call, cpu_gemm_ir, cpu_jit
+from mlbh.codegen.cpu_target import host_features
 
 from .blas_threads import loaded_openblas_paths
 from .cpu_pool import PACKED_ENTRY
@@ -42,16 +45,16 @@ class GemmCall:
 
 
 class NativeGemm:
-    def __init__(self, library: ctypes.CDLL, symbols, int_type):
+    def __init__(self, gemms: dict, set_threads: int, int_type: str):
+        """gemms: numpy dtype name -> address of a row-major CBLAS-shaped gemm whose sizes
+        are int_type; set_threads: OpenBLAS's per-thread count setter, or a stand-in."""
         functions = cpu_jit.load_module(cpu_blas_call.module_source(int_type),
                                         {f + ".packed" for f in cpu_blas_call.FUNCTIONS.values()}, pinned=True)
-        self.library = library
-        self.entries = {}  # numpy dtype -> (entry address, ctypes function, the BLAS gemm's address)
-        for (dtype, fname), symbol in zip(cpu_blas_call.FUNCTIONS.items(), symbols):
-            address = functions[fname + ".packed"]
-            gemm = ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
+        self.entries = {}  # numpy dtype -> (entry address, ctypes function, the gemm's address)
+        for dtype, gemm in gemms.items():
+            address = functions[cpu_blas_call.FUNCTIONS[dtype] + ".packed"]
             self.entries[np.dtype(dtype)] = (address, PACKED_ENTRY(address), gemm)
-        self.set_threads = ctypes.cast(library.openblas_set_num_threads_local, ctypes.c_void_p).value
+        self.set_threads = set_threads
 
     def multiplies(self, out, a, b) -> bool:
         """True when this BLAS multiplies these dtypes into this output."""
@@ -162,7 +165,8 @@ def _layout(rows, cols):
 
 @functools.lru_cache(maxsize=None)
 def native_gemm():
-    """The process's NativeGemm over numpy's OpenBLAS, or None."""
+    """The process's NativeGemm: over numpy's OpenBLAS where it has per-thread counts, else
+    over mlbh's own float32 kernel."""
     for path in loaded_openblas_paths():
         try:
             library = ctypes.CDLL(path)
@@ -172,5 +176,17 @@ def native_gemm():
             continue
         for symbols, int_type in _SYMBOLS.items():
             if all(hasattr(library, s) for s in symbols):
-                return NativeGemm(library, symbols, int_type)
-    return None
+                gemms = {dtype: ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
+                         for dtype, symbol in zip(cpu_blas_call.FUNCTIONS, symbols)}
+                return NativeGemm(gemms, ctypes.cast(library.openblas_set_num_threads_local, ctypes.c_void_p).value,
+                                  int_type)
+    return own_gemm()
+
+
+@functools.lru_cache(maxsize=None)
+def own_gemm(features=None):
+    """A NativeGemm of float32 products over mlbh's own kernel (codegen/cpu_gemm_ir.py),
+    tiled for this CPU or for the one LLVM's `features` describe."""
+    found = cpu_jit.load_module(cpu_gemm_ir.module_source(host_features() if features is None else features),
+                                {cpu_gemm_ir.FUNCTION, cpu_gemm_ir.THREADS_STAND_IN}, pinned=True)
+    return NativeGemm({"float32": found[cpu_gemm_ir.FUNCTION]}, found[cpu_gemm_ir.THREADS_STAND_IN], "i64")

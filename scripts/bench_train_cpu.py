@@ -20,7 +20,7 @@ import numpy as np
 
 from mlbh.models.config import GPT2Config, preset
 from mlbh.models.gpt2 import GPT2
-from mlbh.runtime import cpu_backend
+from mlbh.runtime import cpu_backend, cpu_gemm, cpu_launch_list
 from mlbh.runtime.optim import AdamWConfig
 from mlbh.runtime.train_step import StepRunner
 
@@ -56,6 +56,21 @@ def with_parallel_min_work(contender, threshold):
         finally:
             cpu_backend.PARALLEL_MIN_WORK = saved
     return split_step, info
+
+
+def with_own_gemm(contender):
+    """The contender with its products through mlbh's own GEMM kernel (what a numpy whose BLAS
+    is not a suitable OpenBLAS gets), patched in around each of its steps."""
+    step, info = contender
+
+    def own_step(i):
+        saved = cpu_backend.native_gemm, cpu_launch_list.native_gemm
+        cpu_backend.native_gemm = cpu_launch_list.native_gemm = cpu_gemm.own_gemm
+        try:
+            return step(i)
+        finally:
+            cpu_backend.native_gemm, cpu_launch_list.native_gemm = saved
+    return own_step, info
 
 
 def print_profile(runner, state, data, steps, top):
@@ -181,6 +196,8 @@ def main():
     ap.add_argument("--parallel-min-work", default="",
                     help="comma-separated kernel sizes (elements): also race mlbh with each as the size from "
                          f"which kernels split across cores (default {cpu_backend.PARALLEL_MIN_WORK})")
+    ap.add_argument("--own-gemm", action="store_true",
+                    help="also race mlbh with its own GEMM kernel in place of numpy's OpenBLAS")
     ap.add_argument("--profile", action="store_true",
                     help="also time every kernel and GEMM of mlbh's step (clocked inside the native launch "
                          "list, so each step is timed among its neighbours' cache traffic)")
@@ -226,6 +243,8 @@ def main():
         contenders = {"mlbh": mlbh_contender(config, data)}
         for threshold in filter(None, args.parallel_min_work.split(",")):
             contenders[f"mlbh split>={threshold}"] = with_parallel_min_work(mlbh_contender(config, data), int(threshold))
+        if args.own_gemm:
+            contenders["mlbh own GEMM"] = with_own_gemm(mlbh_contender(config, data))
         if torch is not None and not args.no_torch:
             contenders["torch eager"] = torch_contender(config, data, False)
             if not args.no_compile:

@@ -1,14 +1,20 @@
-"""dot_general on the CPU backend as cblas_?gemm calls split across the native workers
-(runtime/cpu_gemm.py): every operand layout against numpy, with and without the split."""
+"""dot_general on the CPU backend as GEMM calls split across the native workers
+(runtime/cpu_gemm.py): every operand layout against numpy, with and without the split,
+through OpenBLAS (where numpy has a suitable one) and through mlbh's own kernel."""
+import ctypes
+
 import numpy as np
 import pytest
 
 from mlbh.runtime import cpu_gemm
+from mlbh.runtime.blas_threads import loaded_openblas_paths
 from mlbh.runtime.cpu_pool import fork_join_pool
 from mlbh.runtime.executable import dot_into
 
 gemm = cpu_gemm.native_gemm()
-pytestmark = pytest.mark.skipif(gemm is None, reason="numpy's BLAS is not an OpenBLAS with per-thread counts")
+openblas = None if gemm is cpu_gemm.own_gemm() else gemm
+needs_openblas = pytest.mark.skipif(openblas is None, reason="numpy's BLAS is not an OpenBLAS with per-thread counts")
+GEMMS = [pytest.param("openblas", marks=needs_openblas), "own"]
 rng = np.random.default_rng(0)
 
 
@@ -40,9 +46,11 @@ CASES = ["plain", "a_transposed", "b_transposed", "both_transposed_views", "head
          "strided_rows", "empty_contraction", "empty_rows", "float64", "big_enough_to_split"]
 
 
+@pytest.mark.parametrize("which", GEMMS)
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("name", CASES)
-def test_native_gemm_matches_numpy(name, split, monkeypatch):
+def test_native_gemm_matches_numpy(name, split, which, monkeypatch):
+    native = openblas if which == "openblas" else cpu_gemm.own_gemm()
     a, b, dims = _case(name)
     if split:  # every product split, into rows of as few as 16
         monkeypatch.setattr(cpu_gemm, "MIN_SPLIT_FLOPS", 0)
@@ -51,7 +59,10 @@ def test_native_gemm_matches_numpy(name, split, monkeypatch):
     dot_into(np, want, a, b, dims)
     got = np.full(want.size, np.nan, a.dtype)
     pool = fork_join_pool(2) if split else None
-    assert gemm.run(got, a, b, dims, pool, 2 if split else 1)
+    if which == "own" and a.dtype != np.float32:
+        assert not native.run(got, a, b, dims, pool, 2) and np.isnan(got).all()  # float32 only: numpy's
+        return
+    assert native.run(got, a, b, dims, pool, 2 if split else 1)
     tol = 1e-12 if a.dtype == np.float64 else 1e-5
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
@@ -63,13 +74,31 @@ def test_other_dtypes_are_left_to_numpy():
     assert not out.any()
 
 
+@pytest.mark.parametrize("tile", [None, "+avx2,+fma", ""], ids=["host", "avx2", "no_simd_flags"])
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (13, 7, 33), (25, 300, 70), (37, 600, 531), (100, 257, 1)])
+@pytest.mark.parametrize("layout", ["NN", "TN", "NT", "TT"])
+def test_own_kernel_covers_tile_edges_and_k_blocks(m, k, n, layout, tile):
+    """Row counts that are not a multiple of the register tile, column counts past a
+    panel or a packed block, contractions longer than one k block (added, not stored);
+    with the tile of this CPU and those of the others (their code runs here too)."""
+    a = rng.standard_normal((m, k) if layout[0] == "N" else (k, m)).astype(np.float32)
+    b = rng.standard_normal((k, n) if layout[1] == "N" else (n, k)).astype(np.float32)
+    a_view, b_view = (a if layout[0] == "N" else a.T), (b if layout[1] == "N" else b.T)
+    got = np.full(m * n, np.nan, np.float32)
+    assert cpu_gemm.own_gemm(tile).run(got, a_view, b_view, (((1,), (0,)), ((), ())), None, 1)
+    want = a_view.astype(np.float64) @ b_view
+    np.testing.assert_allclose(got.reshape(m, n), want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+@needs_openblas
 def test_openblas_thread_count_is_restored_after_a_call():
     """The calls hold OpenBLAS to one thread on the calling thread only while they run."""
-    lib = gemm.library
+    lib = next(lib for lib in map(ctypes.CDLL, loaded_openblas_paths())
+               if hasattr(lib, "openblas_set_num_threads_local"))
     before = lib.openblas_set_num_threads_local(3)
     try:
         a, b, dims = _case("plain")
-        gemm.run(np.empty(64 * 40, np.float32), a, b, dims, None, 1)
+        openblas.run(np.empty(64 * 40, np.float32), a, b, dims, None, 1)
         assert lib.openblas_set_num_threads_local(3) == 3
     finally:
         lib.openblas_set_num_threads_local(before)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlbh import tracer as T
+from mlbh.runtime import cpu_backend, cpu_gemm, cpu_launch_list
 from mlbh.runtime.jitted import jit
 from mlbh.tracer import lax, ops
 from mlbh.tracer.registry import REGISTRY
@@ -139,9 +140,15 @@ def test_random_integer_graph_matches_reference_exactly(recipe, seed):
     assert_same_tree(got, want, repr(recipe))
 
 
-def test_gpt_block_loss_and_gradients_match_reference():
+@pytest.mark.parametrize("gemm", ["numpy's BLAS", "own kernel"])
+def test_gpt_block_loss_and_gradients_match_reference(gemm, monkeypatch):
     """The block of tests/gpt_block.py, forward and backward: the loss and the gradients of
-    every parameter and of the input activations. (Its kernel budget: tests/test_fusion.py.)"""
+    every parameter and of the input activations, with the products through numpy's
+    OpenBLAS where it can be used and through mlbh's own GEMM kernel (what a numpy with
+    another BLAS gets). (Its kernel budget: tests/test_fusion.py.)"""
+    if gemm == "own kernel":
+        for module in (cpu_backend, cpu_launch_list):
+            monkeypatch.setattr(module, "native_gemm", cpu_gemm.own_gemm)
     cfg = BlockConfig(batch=2, seq=12, width=32, heads=4, vocab=64)
     params = init_params(cfg)
     x, targets = init_batch(cfg)
