@@ -127,6 +127,19 @@ def _pack(w: int) -> str:
     return "\n".join(L) + "\n"
 
 
+def _block(label: str, var: str, outer: str, bound: str, step, size: str) -> str:
+    """The head of a blocked loop: var from 0 by step below bound, this block's size
+    (at most step) in %size; its latch is _next_block's."""
+    return (f"{label}:\n  %{var} = phi i64 [ 0, %{outer} ], [ %{var}n, %{label}_end ]\n"
+            f"  %{var}left = sub i64 {bound}, %{var}\n  %{var}small = icmp ult i64 %{var}left, {step}\n"
+            f"  %{size} = select i1 %{var}small, i64 %{var}left, i64 {step}\n")
+
+
+def _next_block(label: str, var: str, bound: str, step, after: str) -> str:
+    return (f"{label}_end:\n  %{var}n = add i64 %{var}, {step}\n  %{var}more = icmp ult i64 %{var}n, {bound}\n"
+            f"  br i1 %{var}more, label %{label}, label %{after}\n")
+
+
 def _driver(mr_max: int, w: int, int_type: str) -> str:
     """The CBLAS-shaped entry (row-major; alpha 1, beta 0 assumed: the caller's only use)."""
     nr, nc = 2 * w, PANELS * 2 * w
@@ -148,45 +161,25 @@ entry:
   %bcs = select i1 %bt, i64 %ldb, i64 1
   br label %kblock
 
-kblock:
-  %k0 = phi i64 [ 0, %entry ], [ %k0n, %kblock_end ]
-  %kleft = sub i64 %k, %k0
-  %ksmall = icmp ult i64 %kleft, {KC}
-  %kc = select i1 %ksmall, i64 %kleft, i64 {KC}
-  %add = icmp ne i64 %k0, 0
+{_block("kblock", "k0", "entry", "%k", KC, "kc")}  %add = icmp ne i64 %k0, 0
   %ako = mul i64 %k0, %acs
   %ak = getelementptr float, ptr %a, i64 %ako
   %bko = mul i64 %k0, %brs
   %bk = getelementptr float, ptr %b, i64 %bko
   br label %nblock
 
-nblock:
-  %n0 = phi i64 [ 0, %kblock ], [ %n0n, %nblock_end ]
-  %nleft = sub i64 %n, %n0
-  %nsmall = icmp ult i64 %nleft, {nc}
-  %ncols = select i1 %nsmall, i64 %nleft, i64 {nc}
-  %bno = mul i64 %n0, %bcs
+{_block("nblock", "n0", "kblock", "%n", nc, "ncols")}  %bno = mul i64 %n0, %bcs
   %bn = getelementptr float, ptr %bk, i64 %bno
   call void @pack(ptr %bn, i64 %brs, i64 %bcs, i64 %kc, i64 %ncols, ptr %buf)
   br label %rowblock
 
-rowblock:
-  %i0 = phi i64 [ 0, %nblock ], [ %i0n, %rowblock_end ]
-  %mleft = sub i64 %m, %i0
-  %msmall = icmp ult i64 %mleft, {mr_max}
-  %mr = select i1 %msmall, i64 %mleft, i64 {mr_max}
-  %aio = mul i64 %i0, %ars
+{_block("rowblock", "i0", "nblock", "%m", mr_max, "mr")}  %aio = mul i64 %i0, %ars
   %ablk = getelementptr float, ptr %ak, i64 %aio
   %cio = mul i64 %i0, %ldc
   %crow = add i64 %cio, %n0
   br label %panel
 
-panel:
-  %p = phi i64 [ 0, %rowblock ], [ %pn, %panel_end ]
-  %pleft = sub i64 %ncols, %p
-  %psmall = icmp ult i64 %pleft, {nr}
-  %cols = select i1 %psmall, i64 %pleft, i64 {nr}
-  %bpo = mul i64 %p, %kc
+{_block("panel", "p", "rowblock", "%ncols", nr, "cols")}  %bpo = mul i64 %p, %kc
   %bp = getelementptr float, ptr %buf, i64 %bpo
   %cpo = add i64 %crow, %p
   %cblk = getelementptr float, ptr %c, i64 %cpo
@@ -194,26 +187,10 @@ panel:
 
 {calls}
 
-panel_end:
-  %pn = add i64 %p, {nr}
-  %pmore = icmp ult i64 %pn, %ncols
-  br i1 %pmore, label %panel, label %rowblock_end
-
-rowblock_end:
-  %i0n = add i64 %i0, {mr_max}
-  %imore = icmp ult i64 %i0n, %m
-  br i1 %imore, label %rowblock, label %nblock_end
-
-nblock_end:
-  %n0n = add i64 %n0, {nc}
-  %nmore = icmp ult i64 %n0n, %n
-  br i1 %nmore, label %nblock, label %kblock_end
-
-kblock_end:
-  %k0n = add i64 %k0, {KC}
-  %kmore = icmp ult i64 %k0n, %k
-  br i1 %kmore, label %kblock, label %exit
-
+{_next_block("panel", "p", "%ncols", nr, "rowblock_end")}
+{_next_block("rowblock", "i0", "%m", mr_max, "nblock_end")}
+{_next_block("nblock", "n0", "%n", nc, "kblock_end")}
+{_next_block("kblock", "k0", "%k", KC, "exit")}
 exit:
   ret void
 }}
