@@ -98,8 +98,7 @@ class CpuBackend:
         return known
 
     def dot(self, out, a, b, dimension_numbers, dtype):
-        gemm = native_gemm()
-        if gemm is None or not gemm.run(out, a, b, dimension_numbers, fork_join_pool(self.threads), self.threads):
+        if not native_gemm().run(out, a, b, dimension_numbers, fork_join_pool(self.threads), self.threads):
             dot_into(np, out, a, b, dimension_numbers)
 
     def synchronize(self):

@@ -6,8 +6,8 @@ The table and every step's argument slots are built on the first call. Pointers 
 arena and the constants never change; those to the call's inputs and outputs are written
 into their slots at every call. An operand view numpy could only give as a copy is copied
 by a native step into a scratch array of the list's. A GEMM whose matrices the BLAS cannot
-read in place, or that numpy's BLAS cannot take (integers), stays a Python step between
-native runs.
+read in place, or of a dtype the native GEMM does not multiply (integers; float64 without
+a suitable OpenBLAS), stays a Python step between native runs.
 """
 import ctypes
 import functools
@@ -53,7 +53,6 @@ class CpuLaunchList:
         rows, slots, patches, self.segments, self._keep = [], [], [], [], []
         self.row_step = []  # the program step each table row belongs to
 
-
         def pointer_at(position, name, array):
             """The value of slot `position`: a pointer into bufs[name], at array's start."""
             if name in var_index:
@@ -77,7 +76,7 @@ class CpuLaunchList:
             call = None
             copyable = all(0 < x.ndim <= cpu_launch_list.MAX_DIMS and x.itemsize in copy_entries
                            for _, x, _ in copies)
-            if gemm is not None and copyable and gemm.multiplies(out, a, b) and a.size and b.size:
+            if copyable and gemm.multiplies(out, a, b) and a.size and b.size:
                 call = gemm.describe(out, a, b, step.dimension_numbers, cores)
             if call is None or call.copied:
                 self._python_step(step, rows, index)
