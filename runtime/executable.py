@@ -112,6 +112,7 @@ class Executable:
         self.constants = {n: backend.to_device(np.ascontiguousarray(v).reshape(-1).view(backend.storage_dtype(
                               dtypes.name_of(v.dtype))))
                           for n, v in program.constants.items()}
+        self._plan_outputs()
 
     def _view(self, name, offset):
         buf = self.program.buffers[name]
@@ -156,14 +157,10 @@ class Executable:
         bufs.update(self.constants)
         for name, arg in zip(prog.inputs, flat_args):
             bufs[name] = self.backend.as_input(arg, prog.buffers[name])
-        for name in prog.outputs:
-            if name in self.aliases:
-                bufs[name] = bufs[self.aliases[name]]
-                continue
-            if name in bufs:  # an input or constant returned as is (copied below)
-                continue
-            buf = prog.buffers[name]
-            bufs[name] = xp.empty(buf.size, dtype=self.backend.storage_dtype(buf.dtype))
+        for name, source in self._outputs_in_place:
+            bufs[name] = bufs[source]
+        for name, size, dtype in self._outputs_allocated:
+            bufs[name] = xp.empty(size, dtype=dtype)
         native = getattr(self.backend, "launch_list", None)
         if native is not None:
             self._launch_list = native(self, bufs, self._launch_list)
@@ -177,17 +174,33 @@ class Executable:
                 if step_seconds is not None:
                     self.backend.synchronize()
                     step_seconds[i] += time.perf_counter() - start
-        results, returned = [], set()
-        for name in prog.outputs:
-            arr = bufs[name]
-            if name in prog.inputs or name in self.constants or name in returned:
-                arr = arr.copy()
-            returned.add(name)
-            results.append(arr.reshape(prog.buffers[name].shape))
-        for i, name in enumerate(prog.inputs):
-            if name in self.aliases.values():
-                _mark_donated(flat_args[i])
+        results = [(bufs[name].copy() if copied else bufs[name]).reshape(shape)
+                   for name, shape, copied in self._returns]
+        for i in self._donated_positions:
+            _mark_donated(flat_args[i])
         return results
+
+    def _plan_outputs(self):
+        """What every call does with the outputs, worked out once: (output, the donated
+        input it is written into) pairs; (output, size, dtype) of those given a fresh array;
+        (output, shape, copied?) of the results, where an input, a constant or an output
+        returned twice is copied; and the positions of the inputs written in place."""
+        prog = self.program
+        inputs = set(prog.inputs)
+        present = inputs | set(self.constants) | set(self.views)
+        self._outputs_in_place = [(n, self.aliases[n]) for n in prog.outputs if n in self.aliases]
+        self._outputs_allocated = []
+        for name in dict.fromkeys(prog.outputs):
+            if name not in self.aliases and name not in present:
+                buf = prog.buffers[name]
+                self._outputs_allocated.append((name, buf.size, self.backend.storage_dtype(buf.dtype)))
+        self._returns, returned = [], set()
+        for name in prog.outputs:
+            copied = name in inputs or name in self.constants or name in returned
+            self._returns.append((name, prog.buffers[name].shape, copied))
+            returned.add(name)
+        written = set(self.aliases.values())
+        self._donated_positions = [i for i, name in enumerate(prog.inputs) if name in written]
 
     def run_step(self, step, bufs):
         """One launch-list step: a kernel, or a dot_general through the backend's BLAS."""

@@ -44,15 +44,18 @@ def make_backend(name):
     raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def _signature(args):
-    leaves, tree = pytree.flatten(list(args))
+def _signature(leaves, tree):
     specs = []
     for i, leaf in enumerate(leaves):
         try:
-            specs.append(spec_of(leaf))
+            if isinstance(leaf, np.ndarray):  # most leaves of every call: no Spec built
+                specs.append((leaf.shape, dtypes.name_of(leaf.dtype)))
+            else:
+                spec = spec_of(leaf)
+                specs.append((spec.shape, spec.dtype))
         except TraceError as err:  # name the argument (paths are built only here: this runs every call)
             raise type(err)(f"{_leaf_paths(tree)[i]}: {err}") from None
-    return tree, tuple((s.shape, s.dtype) for s in specs)
+    return tree, tuple(specs)
 
 
 def _leaf_paths(tree, prefix="args"):
@@ -247,8 +250,8 @@ class Jitted:
         return pytree.tree_map(lambda x: cupy.asarray(x) if isinstance(x, np.ndarray) and x.dtype != bf16 else x,
                                tree)
 
-    def _compiled(self, args):
-        sig = _signature(args)
+    def _compiled(self, args, leaves, tree):
+        sig = _signature(leaves, tree)
         entry = self.cache.get(sig)
         if entry is None:
             if self._last_sig is not None:
@@ -266,9 +269,9 @@ class Jitted:
         return entry
 
     def __call__(self, *args):
-        leaves, _ = pytree.flatten(list(args))
+        leaves, tree = pytree.flatten(list(args))
         check_not_donated(leaves, self.name)
-        lowered, exe = self._compiled(args)
+        lowered, exe = self._compiled(args, leaves, tree)
         if exe is None:
             return evaluate(lowered.traced, *args)
         step_seconds = None

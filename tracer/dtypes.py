@@ -20,12 +20,15 @@ INTS = ("int64", "int32", "uint32", "uint16")
 SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
          "int64": "i64", "int32": "i32", "uint32": "u32", "uint16": "u16", "bool": "bool"}
 ITEMSIZE = {name: dt.itemsize for name, dt in NUMPY.items()}
+_NAME_OF_NUMPY = {dt: name for name, dt in NUMPY.items()}
 
 
 def name_of(dtype) -> str:
     """Canonical dtype name of a string, numpy dtype or numpy scalar type."""
     if isinstance(dtype, str) and dtype in NUMPY:
         return dtype
+    if isinstance(dtype, np.dtype) and dtype in _NAME_OF_NUMPY:  # every call's arrays: keep it cheap
+        return _NAME_OF_NUMPY[dtype]
     try:
         dt = np.dtype(dtype)
     except TypeError:
