@@ -11,6 +11,7 @@ a suitable OpenBLAS), stays a Python step between native runs.
 """
 import ctypes
 import functools
+import platform
 import time
 
 import numpy as np
@@ -41,8 +42,10 @@ def address(array) -> int:
 def _data_pointer_reader():
     """A faster address(array) for the hundreds of arrays of every call (0.3 instead of 2
     us each): numpy's array object keeps its data pointer right after the Python object
-    header (PyArrayObject_fields.data, numpy's ABI). Checked on a probe array; where that
-    does not hold (another Python build), address itself."""
+    header (PyArrayObject_fields.data, numpy's ABI). CPython only (where id() is the
+    object's address), checked on a probe array; elsewhere address itself."""
+    if platform.python_implementation() != "CPython":
+        return address
     offset, read = object.__basicsize__, ctypes.c_void_p.from_address
     probe = np.arange(3, dtype=np.int8)[1:]
     if read(id(probe) + offset).value != address(probe):

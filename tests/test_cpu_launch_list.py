@@ -193,3 +193,10 @@ def test_a_forked_child_runs_the_list_on_its_own_workers(monkeypatch):
     got = np.frombuffer(os.read(read, 8), np.float64)
     os.close(read)
     assert got.size == 1 and got[0] == np.float64(want[0])
+
+
+def test_data_pointer_reads_the_address_numpy_reports():
+    from mlbh.runtime.cpu_launch_list import address, data_pointer
+    base = np.arange(60, dtype=np.float32).reshape(6, 10)
+    for array in (base, base[2:], base[:, 3:], base.T, base[1:4, 5:].reshape(-1), np.zeros(0, np.int8)):
+        assert data_pointer(array) == address(array)
