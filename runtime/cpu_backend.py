@@ -6,7 +6,6 @@ which releases the GIL. A kernel of at least PARALLEL_MIN_WORK elements has its 
 split into one contiguous share per core, run by native workers (runtime/cpu_pool.py)."""
 import ctypes
 import os
-import weakref
 
 import numpy as np
 
@@ -16,7 +15,7 @@ from mlbh.tracer.errors import MlbhError
 
 from .blas_threads import limit_blas_threads
 from .cpu_gemm import native_gemm
-from .cpu_launch_list import CpuLaunchList
+from .cpu_launch_list import CpuLaunchList, data_pointer
 from .cpu_pool import PACKED_ENTRY, fork_join_pool
 from .executable import dot_into
 
@@ -39,7 +38,6 @@ class CpuBackend:
     def __init__(self):
         limit_blas_threads()
         self.threads = available_cores()
-        self._addresses = {}  # id(array) -> (weak reference, data address)
 
     def compile(self, program):
         """Render the program's kernels into LLVM modules (as many as there are cores, for a
@@ -66,21 +64,9 @@ class CpuBackend:
                             f"got {arr.dtype}{list(arr.shape)}")
         return np.ascontiguousarray(arr).reshape(-1)
 
-    def _address(self, array):
-        """The array's data pointer; remembered per array object (the arena's views live as
-        long as their executable) since numpy takes microseconds to tell it."""
-        key = id(array)
-        known = self._addresses.get(key)
-        if known is not None and known[0]() is array:
-            return known[1]
-        address = array.ctypes.data
-        addresses = self._addresses
-        self._addresses[key] = (weakref.ref(array, lambda _: addresses.pop(key, None)), address)
-        return address
-
     def run_kernel(self, compiled, kernel, bufs):
         address, fn, ck = compiled["functions"][kernel.name]
-        args = (ctypes.c_void_p * len(ck.params))(*[self._address(bufs[p]) for p in ck.params])
+        args = (ctypes.c_void_p * len(ck.params))(*[data_pointer(bufs[p]) for p in ck.params])
         shares = self.kernel_shares(ck)
         pool = fork_join_pool(self.threads) if shares > 1 else None
         if pool is None or not pool.run(address, ck.rows, ck.n, args, shares):
