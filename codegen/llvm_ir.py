@@ -5,6 +5,7 @@ Values live in registers as the compute dtype's type (bool as i1); in memory boo
 byte (i8). uint16 and uint32 share i16/i32 with signed types, so every operation that
 cares (compare, divide, widen, to float) asks the dtype whether it is unsigned.
 """
+import re
 import struct
 
 import numpy as np
@@ -54,7 +55,11 @@ class Function:
     """One function's instructions: SSA temporaries %t0, %t1, ... and labels numbered in
     the order they are made, so equal kernels render to equal text."""
 
-    def __init__(self):
+    def __init__(self, interleave_around=()):
+        """interleave_around: callees so costly (a polynomial exp...) that an innermost loop
+        calling one is hinted to interleave INTERLEAVE vector iterations (see loop)."""
+        self.interleave_around = tuple(f"@{callee}(" for callee in interleave_around)
+        self.hints = 0  # loops hinted so far: their latches name !mlbh.loop.0, 1, ...
         self.lines = []
         self.count = 0
         self.labels = 0
@@ -110,7 +115,7 @@ class Function:
         step = self.value(f"add nsw i64 {index}, 1")
         more = self.value(f"icmp slt i64 {step}, {end}")
         latch = self.block
-        self.emit(f"br i1 {more}, label %{head}, label %{done}")
+        self.emit(f"br i1 {more}, label %{head}, label %{done}{self._hint(at)}")
         self.lines[at] = f"  {index} = phi i64 [ {start}, %{before} ], [ {step}, %{latch} ]"
         for k, ((ty, init), phi, new) in enumerate(zip(carried, phis, updated)):
             self.lines[at + 1 + k] = f"  {phi} = phi {ty} [ {init}, %{before} ], [ {new}, %{latch} ]"
@@ -118,8 +123,42 @@ class Function:
         return [self.value(f"phi {ty} [ {init}, %{before} ], [ {new}, %{latch} ]")
                 for (ty, init), new in zip(carried, updated)]
 
+    def _hint(self, at: int) -> str:
+        """The latch's loop metadata: none, or (an innermost loop calling a costly callee)
+        a placeholder that finish_loop_hints turns into an interleave hint. Such a loop is
+        one long chain of dependent operations per vector; with INTERLEAVE independent
+        chains in flight the core overlaps them (GELU's forward: 0.93 -> 0.66 ms a core)."""
+        body = self.lines[at + 1:]
+        if not any(callee in line for line in body if line for callee in self.interleave_around):
+            return ""
+        if any(line.startswith("loop") and line.endswith(":") for line in body if line):
+            return ""
+        self.hints += 1
+        return f", !llvm.loop !mlbh.loop.{self.hints - 1}"
+
     def body_text(self) -> str:
         return "\n".join(["entry:"] + self.entry + self.lines)
+
+
+INTERLEAVE = 4
+_HINT = re.compile(r"!mlbh\.loop\.(\d+)")
+
+
+def finish_loop_hints(functions):
+    """(functions' text with their loop-hint placeholders numbered as module metadata, the
+    metadata's definitions): each hinted loop gets its own distinct loop id (LLVM requires
+    a self-referencing node per loop), all sharing !0, the request to interleave."""
+    out, definitions = [], [f'!0 = !{{!"llvm.loop.interleave.count", i32 {INTERLEAVE}}}']
+    for text in functions:
+        local = {}
+
+        def numbered(match):
+            if match.group(1) not in local:
+                local[match.group(1)] = number = len(definitions)
+                definitions.append(f"!{number} = distinct !{{!{number}, !0}}")
+            return f"!{local[match.group(1)]}"
+        out.append(_HINT.sub(numbered, text))
+    return out, "\n".join(definitions) if len(definitions) > 1 else ""
 
 
 def convert(fn: Function, value: str, src: str, dst: str) -> str:

@@ -169,9 +169,20 @@ def test_max_and_argmax_reductions_propagate_nan_like_numpy():
     assert_same_tree(jit(fn, backend="cpu")(x), jit(fn, backend="reference")(x), "max / argmax with NaN")
 
 
-@pytest.fixture(scope="module")
-def exp_and_tanh():
-    return jit(lambda x: (ops.exp(x), ops.tanh(x)), backend="cpu")
+@pytest.fixture(scope="module", params=["fused", "unfused"])
+def exp_and_tanh(request):
+    """exp and tanh as this CPU computes them (its polynomials in fused multiply-adds where
+    it has FMA), and in separate multiplies and adds as a CPU without FMA does."""
+    from mlbh.codegen import cpu
+    fn = jit(lambda x: (ops.exp(x), ops.tanh(x)), backend="cpu")
+    if request.param == "fused":
+        if "+fma" not in cpu.host_features().split(","):
+            pytest.skip("this CPU has no FMA")
+        return fn
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu, "host_features", lambda: "-fma")
+        fn(np.zeros(3, np.float32))  # compiled here, under the patch
+    return fn
 
 
 def test_exp_and_tanh_are_accurate_over_the_float32_range(exp_and_tanh):
@@ -230,6 +241,27 @@ def test_parallel_kernels_match_reference(monkeypatch):
     assert_same_tree(jit(fn, backend="cpu")(x, b), jit(fn, backend="reference")(x, b), "parallel kernels")
     split = sum(ck.parallel for ck in rendered)
     assert shares == [3] * split, "each splittable kernel runs in three shares"
+
+
+def test_only_loops_around_exp_or_tanh_are_hinted_to_interleave():
+    """An innermost loop computing a polynomial exp or tanh carries an interleave hint (each
+    its own loop id), other loops none; the module's metadata defines every id it uses."""
+    import re
+    from mlbh.codegen import cpu
+    x = randn(16, 300)
+    program = jit(lambda x: (ops.softmax(ops.tanh(x), -1), ops.sum(x * 2.0, 0)), backend="cpu").lower(x).program
+    rendered = [cpu.render_kernel(k) for k in program.kernels]
+    hinted = [ck for ck in rendered if "!mlbh.loop." in ck.source]
+    assert hinted and all("mlbh_exp32" in ck.source or "mlbh_tanh32" in ck.source for ck in hinted)
+    assert any("!mlbh.loop." not in ck.source for ck in rendered)
+    source = cpu.render_program(program.kernels)[0]
+    used = re.findall(r"!llvm\.loop !(\d+)", source)
+    assert len(used) == len(set(used)) == sum(ck.source.count("!mlbh.loop.") for ck in hinted)
+    for number in used:
+        assert re.search(rf"^!{number} = distinct !{{!{number}, !0}}$", source, re.M)
+    assert re.search(r'^!0 = !{!"llvm.loop.interleave.count", i32 4}$', source, re.M)
+    np.testing.assert_allclose(jit(lambda x: ops.softmax(ops.tanh(x), -1), backend="cpu")(x),
+                               np.exp(np.tanh(x)) / np.exp(np.tanh(x)).sum(-1, keepdims=True), rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
