@@ -31,8 +31,8 @@ from mlbh.tracer import dtypes
 from . import cpu_loops as loops
 from .cpu_math_ir import COSTLY_HELPERS, HELPER_DECLARATIONS, helpers_used
 from .cpu_fork_join import packed_entry
-from .cpu_target import host_features
 from .cpu_scalar_ops import float_op, int_divide, int_op
+from .cpu_target import host_features
 from .kernel_ir import Kernel, Node, compute_dtype, uses_inner_index
 from .llvm_ir import UNSIGNED, Function, convert, finish_loop_hints, is_float, literal, ll_type, mem_type
 from .one_hot_sums import split_one_hot_stores

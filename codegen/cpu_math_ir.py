@@ -172,6 +172,8 @@ done:
 
 
 COSTLY_HELPERS = ("mlbh_exp32", "mlbh_tanh32")  # vectorized polynomials: loops calling them interleave (llvm_ir.py)
+
+
 @functools.lru_cache(maxsize=None)
 def _helpers(fused: bool) -> dict:
     """Every helper's definition, by name."""
