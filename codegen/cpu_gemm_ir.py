@@ -127,6 +127,33 @@ def _pack(w: int) -> str:
     return "\n".join(L) + "\n"
 
 
+def _pack_a(mr: int, w: int) -> str:
+    """abuf = A[0:rows, 0:kc] of an A read transposed (its rows contiguous in memory, one
+    row of the block per k), k-major with a stride of MR rounded up to vectors."""
+    V, stride = f"<{w} x float>", _a_stride(mr, w)
+    lanes = ", ".join(f"i64 {i}" for i in range(w))
+    L = [f"define internal void @pack_a(ptr %a, i64 %acs, i64 %kc, i64 %rows, ptr %abuf) nounwind {{",
+         "entry:", f"  %ri = insertelement <{w} x i64> poison, i64 %rows, i32 0",
+         f"  %rs = shufflevector <{w} x i64> %ri, <{w} x i64> poison, <{w} x i32> zeroinitializer"]
+    for v in range(stride // w):
+        L += [f"  %rs{v} = sub <{w} x i64> %rs, <{', '.join([f'i64 {v * w}'] * w)}>",
+              f"  %m{v} = icmp slt <{w} x i64> <{lanes}>, %rs{v}"]
+    L += ["  br label %loop", "loop:", "  %k = phi i64 [ 0, %entry ], [ %k1, %loop ]",
+          "  %so = mul i64 %k, %acs", "  %src = getelementptr float, ptr %a, i64 %so",
+          f"  %do = mul i64 %k, {stride}", "  %dst = getelementptr float, ptr %abuf, i64 %do"]
+    for v in range(stride // w):
+        L += [f"  %sp{v} = getelementptr float, ptr %src, i64 {v * w}",
+              f"  %x{v} = call {V} @llvm.masked.load.v{w}f32.p0(ptr %sp{v}, i32 4, <{w} x i1> %m{v}, {V} zeroinitializer)",
+              f"  %dp{v} = getelementptr float, ptr %dst, i64 {v * w}", f"  store {V} %x{v}, ptr %dp{v}, align 16"]
+    L += ["  %k1 = add i64 %k, 1", "  %more = icmp ult i64 %k1, %kc", "  br i1 %more, label %loop, label %exit",
+          "exit:", "  ret void", "}"]
+    return "\n".join(L) + "\n"
+
+
+def _a_stride(mr: int, w: int) -> int:
+    return -(-mr // w) * w
+
+
 def _block(label: str, var: str, outer: str, bound: str, step, size: str) -> str:
     """The head of a blocked loop: var from 0 by step below bound, this block's size
     (at most step) in %size; its latch is _next_block's."""
@@ -148,11 +175,12 @@ def _driver(mr_max: int, w: int, int_type: str) -> str:
                     for v in ("m", "n", "k", "lda", "ldb", "ldc"))
     cases = " ".join(f"i64 {r}, label %mk{r}" for r in range(1, mr_max))
     calls = "\n".join(
-        f"mk{r}:\n  call void @micro{r}(i64 %kc, ptr %ablk, i64 %ars, i64 %acs, ptr %bp, ptr %cblk, i64 %ldc, "
+        f"mk{r}:\n  call void @micro{r}(i64 %kc, ptr %ablk, i64 %mrs, i64 %mcs, ptr %bp, ptr %cblk, i64 %ldc, "
         f"i64 %cols, i1 %add)\n  br label %panel_end" for r in range(1, mr_max + 1))
     return f"""define void @{FUNCTION}(i32 %order, i32 %ta, i32 %tb, {I} %m_, {I} %n_, {I} %k_, float %alpha, ptr %a, {I} %lda_, ptr %b, {I} %ldb_, float %beta, ptr %c, {I} %ldc_) nounwind {{
 entry:
   %buf = alloca [{KC * nc} x float], align 64
+  %abuf = alloca [{KC * _a_stride(mr_max, w)} x float], align 64
 {widen}  %at = icmp eq i32 %ta, 112
   %ars = select i1 %at, i64 1, i64 %lda
   %acs = select i1 %at, i64 %lda, i64 1
@@ -174,12 +202,22 @@ entry:
   br label %rowblock
 
 {_block("rowblock", "i0", "nblock", "%m", mr_max, "mr")}  %aio = mul i64 %i0, %ars
-  %ablk = getelementptr float, ptr %ak, i64 %aio
+  %arow = getelementptr float, ptr %ak, i64 %aio
+  br i1 %at, label %packa, label %rowblock_a
+
+packa:
+  call void @pack_a(ptr %arow, i64 %acs, i64 %kc, i64 %mr, ptr %abuf)
+  br label %rowblock_a
+
+rowblock_a:
+  %ablk = phi ptr [ %arow, %rowblock ], [ %abuf, %packa ]
+  %mrs = phi i64 [ %ars, %rowblock ], [ 1, %packa ]
+  %mcs = phi i64 [ %acs, %rowblock ], [ {_a_stride(mr_max, w)}, %packa ]
   %cio = mul i64 %i0, %ldc
   %crow = add i64 %cio, %n0
   br label %panel
 
-{_block("panel", "p", "rowblock", "%ncols", nr, "cols")}  %bpo = mul i64 %p, %kc
+{_block("panel", "p", "rowblock_a", "%ncols", nr, "cols")}  %bpo = mul i64 %p, %kc
   %bp = getelementptr float, ptr %buf, i64 %bpo
   %cpo = add i64 %crow, %p
   %cblk = getelementptr float, ptr %c, i64 %cpo
@@ -207,4 +245,4 @@ def module_source(features: str, int_type: str = "i64") -> str:
                     "declare i64 @llvm.umin.i64(i64, i64)\n")
     stand_in = (f"define i32 @{THREADS_STAND_IN}(i32 %n) nounwind {{\n  ret i32 1\n}}\n")
     return (f"; mlbh float32 GEMM, {mr} x {2 * w} register tile (codegen/cpu_gemm_ir.py)\n" + declarations
-            + "".join(_micro(r, w) for r in range(1, mr + 1)) + _pack(w) + _driver(mr, w, int_type) + stand_in)
+            + "".join(_micro(r, w) for r in range(1, mr + 1)) + _pack(w) + _pack_a(mr, w) + _driver(mr, w, int_type) + stand_in)

@@ -5,10 +5,10 @@ numpy's matmul would run one product on OpenBLAS's own threads; those spin betwe
 on the same cores as the kernels' workers, and the two fight (the anchor GPT's step 100 ->
 240-360 ms when both were on). Here every GEMM is called by mlbh's threads with OpenBLAS
 held to one thread (openblas_set_num_threads_local), so one set of threads owns the cores.
-That needs numpy's BLAS to be OpenBLAS with that function (0.3.27+); with any other BLAS
-(MKL, an older OpenBLAS) float32 products run mlbh's own GEMM kernel instead
-(codegen/cpu_gemm_ir.py, as fast as OpenBLAS's on the GPT block's shapes) and the rest
-(float64, integers) numpy.
+That needs numpy's BLAS to be OpenBLAS with that function (0.3.27+). float32 products
+run mlbh's own GEMM kernel (codegen/cpu_gemm_ir.py) where it was measured to be the faster,
+on AVX-512, and wherever numpy's BLAS is another (MKL, an older OpenBLAS); products the
+chosen GEMMs do not multiply (float64 without such an OpenBLAS, integers) run numpy's.
 """
 import ctypes
 import functools
@@ -70,7 +70,7 @@ class NativeGemm:
         b_read, b_offsets, (_, n), (tb, ldb) = _operand(b_stack, len(rb), len(rc))
         nb = len(a_offsets)
         big = 2 * nb * m * n * k >= MIN_SPLIT_FLOPS and cores > 1
-        row_chunks, col_chunks = _grid(nb, m, n, ta, cores) if big else (1, 1)
+        row_chunks, col_chunks = _grid(nb, m, n, cores) if big else (1, 1)
         units = nb * row_chunks * col_chunks
         args = (ctypes.c_int64 * cpu_blas_call.SLOTS)(
             entry[2], self.set_threads, ta, tb, m, n, k, a_read.ctypes.data, lda, a_offsets.ctypes.data,
@@ -92,16 +92,15 @@ class NativeGemm:
         return True
 
 
-def _grid(nb, m, n, ta, cores):
+def _grid(nb, m, n, cores):
     """(row chunks, column chunks) of each product: enough cells for every core, cut along
-    M, or along N when A is read transposed (faster on 3 of the 4 weight-gradient shapes
-    of the GPT block, timed one by one)."""
+    M (as fast as along N, or faster, on every product of the GPT step, A read transposed
+    included, since the kernel packs such an A), along N when M is too short to cut."""
     per_product = -(-cores // nb)
     if per_product <= 1:
         return 1, 1
-    if ta == cpu_blas_call.TRANS:
-        return 1, max(1, min(per_product, n // 16))
-    return max(1, min(per_product, m // 16)), 1
+    rows = min(per_product, m // 16)
+    return (rows, 1) if rows > 1 else (1, max(1, min(per_product, n // 16)))
 
 
 def _merged(shape, strides):
@@ -165,8 +164,46 @@ def _layout(rows, cols):
 
 @functools.lru_cache(maxsize=None)
 def native_gemm():
-    """The process's NativeGemm: over numpy's OpenBLAS where it has per-thread counts, else
-    over mlbh's own float32 kernel."""
+    """The process's NativeGemm. float32 products run mlbh's own kernel on CPUs with
+    AVX-512 (measured there as fast as OpenBLAS 0.3.31 or faster on every product of the GPT
+    step: BENCHMARKS.md, session 15) and wherever numpy's BLAS is not an OpenBLAS with
+    per-thread counts; the rest run that OpenBLAS where there is one, else numpy."""
+    found = _openblas()
+    if found is None:
+        return own_gemm()
+    gemms, set_threads, int_type = found
+    if "+avx512f" in host_features().split(","):
+        gemms = {**gemms, "float32": _own_kernel(host_features(), int_type)[0]}
+    return NativeGemm(gemms, set_threads, int_type)
+
+
+@functools.lru_cache(maxsize=None)
+def openblas_gemm():
+    """A NativeGemm over numpy's OpenBLAS alone, or None where it has no per-thread counts."""
+    found = _openblas()
+    return None if found is None else NativeGemm(*found)
+
+
+@functools.lru_cache(maxsize=None)
+def own_gemm(features=None):
+    """A NativeGemm of float32 products over mlbh's own kernel (codegen/cpu_gemm_ir.py),
+    tiled for this CPU or for the one LLVM's `features` describe."""
+    gemm, stand_in = _own_kernel(host_features() if features is None else features, "i64")
+    return NativeGemm({"float32": gemm}, stand_in, "i64")
+
+
+@functools.lru_cache(maxsize=None)
+def _own_kernel(features, int_type):
+    """(address of mlbh's own sgemm, of its thread-count stand-in), sizes as int_type."""
+    found = cpu_jit.load_module(cpu_gemm_ir.module_source(features, int_type),
+                                {cpu_gemm_ir.FUNCTION, cpu_gemm_ir.THREADS_STAND_IN}, pinned=True)
+    return found[cpu_gemm_ir.FUNCTION], found[cpu_gemm_ir.THREADS_STAND_IN]
+
+
+@functools.lru_cache(maxsize=None)
+def _openblas():
+    """({numpy dtype name: gemm address}, per-thread count setter's address, BLAS integer
+    type) of numpy's OpenBLAS where it has per-thread counts (0.3.27+), else None."""
     for path in loaded_openblas_paths():
         try:
             library = ctypes.CDLL(path)
@@ -178,15 +215,5 @@ def native_gemm():
             if all(hasattr(library, s) for s in symbols):
                 gemms = {dtype: ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
                          for dtype, symbol in zip(cpu_blas_call.FUNCTIONS, symbols)}
-                return NativeGemm(gemms, ctypes.cast(library.openblas_set_num_threads_local, ctypes.c_void_p).value,
-                                  int_type)
-    return own_gemm()
-
-
-@functools.lru_cache(maxsize=None)
-def own_gemm(features=None):
-    """A NativeGemm of float32 products over mlbh's own kernel (codegen/cpu_gemm_ir.py),
-    tiled for this CPU or for the one LLVM's `features` describe."""
-    found = cpu_jit.load_module(cpu_gemm_ir.module_source(host_features() if features is None else features),
-                                {cpu_gemm_ir.FUNCTION, cpu_gemm_ir.THREADS_STAND_IN}, pinned=True)
-    return NativeGemm({"float32": found[cpu_gemm_ir.FUNCTION]}, found[cpu_gemm_ir.THREADS_STAND_IN], "i64")
+                return gemms, ctypes.cast(library.openblas_set_num_threads_local, ctypes.c_void_p).value, int_type
+    return None

@@ -6,15 +6,16 @@ import ctypes
 import numpy as np
 import pytest
 
+from mlbh.codegen.cpu_target import host_features
 from mlbh.runtime import cpu_gemm
 from mlbh.runtime.blas_threads import loaded_openblas_paths
 from mlbh.runtime.cpu_pool import fork_join_pool
 from mlbh.runtime.executable import dot_into
 
 gemm = cpu_gemm.native_gemm()
-openblas = None if gemm is cpu_gemm.own_gemm() else gemm
+openblas = cpu_gemm.openblas_gemm()
 needs_openblas = pytest.mark.skipif(openblas is None, reason="numpy's BLAS is not an OpenBLAS with per-thread counts")
-GEMMS = [pytest.param("openblas", marks=needs_openblas), "own"]
+GEMMS = [pytest.param("openblas", marks=needs_openblas), "own", "native"]
 rng = np.random.default_rng(0)
 
 
@@ -38,19 +39,20 @@ def _case(name):
         "empty_rows": (r(0, 5), r(5, 4), (((1,), (0,)), ((), ()))),
         "float64": (r(33, 17).astype(np.float64), r(17, 21).astype(np.float64), (((1,), (0,)), ((), ()))),
         "big_enough_to_split": (r(256, 128), r(128, 96), (((1,), (0,)), ((), ()))),
+        "too_few_rows_to_split": (r(3, 40), r(40, 64), (((1,), (0,)), ((), ()))),  # split along N
     }[name]
 
 
 CASES = ["plain", "a_transposed", "b_transposed", "both_transposed_views", "heads_batched",
          "contract_over_two_axes", "broadcast_batch", "length_one_axes", "negative_strides",
-         "strided_rows", "empty_contraction", "empty_rows", "float64", "big_enough_to_split"]
+         "strided_rows", "empty_contraction", "empty_rows", "float64", "big_enough_to_split", "too_few_rows_to_split"]
 
 
 @pytest.mark.parametrize("which", GEMMS)
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("name", CASES)
 def test_native_gemm_matches_numpy(name, split, which, monkeypatch):
-    native = openblas if which == "openblas" else cpu_gemm.own_gemm()
+    native = {"openblas": openblas, "own": cpu_gemm.own_gemm(), "native": gemm}[which]
     a, b, dims = _case(name)
     if split:  # every product split, into rows of as few as 16
         monkeypatch.setattr(cpu_gemm, "MIN_SPLIT_FLOPS", 0)
@@ -59,12 +61,21 @@ def test_native_gemm_matches_numpy(name, split, which, monkeypatch):
     dot_into(np, want, a, b, dims)
     got = np.full(want.size, np.nan, a.dtype)
     pool = fork_join_pool(2) if split else None
-    if which == "own" and a.dtype != np.float32:
-        assert not native.run(got, a, b, dims, pool, 2) and np.isnan(got).all()  # float32 only: numpy's
+    if a.dtype not in native.entries:  # numpy's to multiply
+        assert not native.run(got, a, b, dims, pool, 2) and np.isnan(got).all()
         return
     assert native.run(got, a, b, dims, pool, 2 if split else 1)
     tol = 1e-12 if a.dtype == np.float64 else 1e-5
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@needs_openblas
+def test_float32_runs_the_own_kernel_on_avx512_float64_openblas():
+    """float32 products through mlbh's kernel where it is the faster (AVX-512), else OpenBLAS."""
+    float32, float64 = (gemm.entries[np.dtype(t)][2] for t in ("float32", "float64"))
+    avx512 = "+avx512f" in host_features().split(",")
+    assert (float32 != openblas.entries[np.dtype("float32")][2]) == avx512
+    assert float64 == openblas.entries[np.dtype("float64")][2]
 
 
 def test_other_dtypes_are_left_to_numpy():
