@@ -3,13 +3,14 @@
     C[i, j] = sum_k A[i, k] B[k, j]      A[i, k] at a + i*ars + k*acs, B[k, j] at b + k*brs + j*bcs,
                                          C row-major with leading dimension ldc
 
-The CPU backend's float32 products run this kernel where numpy's BLAS cannot be held to
-one thread per call (MKL, OpenBLAS before 0.3.27: runtime/cpu_gemm.py). It is the
-textbook register-blocked GEMM (Goto / BLIS):
+The CPU backend's float32 products run this kernel on AVX-512 CPUs (where it is as fast as
+OpenBLAS 0.3.31 or faster on the GPT step's products) and wherever numpy's BLAS cannot be
+held to one thread per call (runtime/cpu_gemm.py). It is the textbook register-blocked
+GEMM (Goto / BLIS):
 
     for each K block of KC, each N block of NC:
         pack B's block into column panels of NR = 2 vectors, k-major (zero past N)
-        for each MR rows of A, each panel:
+        for each MR rows of A (packed k-major when A is read transposed), each panel:
             MR x NR accumulators in registers; per k: two vector loads of the panel,
             MR broadcasts of A (read in place, any strides), 2 MR fused multiply-adds
             store (or add, after the first K block) under a mask of the panel's columns
@@ -17,9 +18,10 @@ textbook register-blocked GEMM (Goto / BLIS):
 MR x NR fills the vector registers: 12 x 32 with AVX-512 (24 accumulators of 32 zmm),
 6 x 16 with AVX2 (12 of 16 ymm), 6 x 8 otherwise. The packed block (KC x NC floats, 256
 KiB with AVX-512) is a stack buffer of the calling thread. On one core of the 2-core
-AVX-512 VM it runs 512 x 128 x 512 at 130-145 GFLOP/s, as OpenBLAS does; A read
-transposed with a power-of-two leading dimension (weight gradients) is its weak case,
-~10-20% behind OpenBLAS, whose packing of A avoids the cache-set conflicts.
+AVX-512 VM it runs 512 x 128 x 512 at 130-145 GFLOP/s, as OpenBLAS does. An A read
+transposed (weight gradients: dW = x^T dy) is packed because its rows lie a leading
+dimension apart, often a power of two whose lines share a few L1 sets: 2048 x 1024 x 64
+went from 72 to 95 GFLOP/s (OpenBLAS 97). The pack costs a masked vector load or two per k.
 """
 KC = 256  # k per block: a panel (KC x NR) stays in L1 while MR rows of A stream past it
 PANELS = 8  # panels per packed block (NC = PANELS x NR columns)

@@ -7,6 +7,7 @@ batch, in one run. Prints ms/step (median), first-call times, and ratios.
     python scripts/bench_train_cpu.py --configs anchor --no-torch --profile   # where mlbh's time goes
     python scripts/bench_train_cpu.py --configs anchor --no-torch --steps 2 --rounds 1 --compile-profile
     python scripts/bench_train_cpu.py --configs anchor --no-torch --parallel-min-work 4096,16384,65536,4194304
+    python scripts/bench_train_cpu.py --configs anchor --race-gemm openblas --steps 40 --rounds 8
 """
 import argparse
 import math
@@ -58,19 +59,22 @@ def with_parallel_min_work(contender, threshold):
     return split_step, info
 
 
-def with_own_gemm(contender):
-    """The contender with its products through mlbh's own GEMM kernel (what a numpy whose BLAS
-    is not a suitable OpenBLAS gets), patched in around each of its steps."""
+def with_gemm(contender, name):
+    """The contender with its products through another GEMM ("openblas": numpy's OpenBLAS,
+    "own": mlbh's kernel alone), patched in around each of its steps."""
     step, info = contender
+    gemm = {"openblas": cpu_gemm.openblas_gemm, "own": cpu_gemm.own_gemm}[name]
+    if gemm() is None:
+        raise SystemExit("--race-gemm openblas: numpy's BLAS is not an OpenBLAS with per-thread counts")
 
-    def own_step(i):
+    def patched_step(i):
         saved = cpu_backend.native_gemm, cpu_launch_list.native_gemm
-        cpu_backend.native_gemm = cpu_launch_list.native_gemm = cpu_gemm.own_gemm
+        cpu_backend.native_gemm = cpu_launch_list.native_gemm = gemm
         try:
             return step(i)
         finally:
             cpu_backend.native_gemm, cpu_launch_list.native_gemm = saved
-    return own_step, info
+    return patched_step, info
 
 
 def print_profile(runner, state, data, steps, top):
@@ -196,8 +200,9 @@ def main():
     ap.add_argument("--parallel-min-work", default="",
                     help="comma-separated kernel sizes (elements): also race mlbh with each as the size from "
                          f"which kernels split across cores (default {cpu_backend.PARALLEL_MIN_WORK})")
-    ap.add_argument("--own-gemm", action="store_true",
-                    help="also race mlbh with its own GEMM kernel in place of numpy's OpenBLAS")
+    ap.add_argument("--race-gemm", choices=["openblas", "own"],
+                    help="also race mlbh with its products through this GEMM: numpy's OpenBLAS, or mlbh's "
+                         "own kernel for every float32 product (the default: own on AVX-512, else OpenBLAS)")
     ap.add_argument("--profile", action="store_true",
                     help="also time every kernel and GEMM of mlbh's step (clocked inside the native launch "
                          "list, so each step is timed among its neighbours' cache traffic)")
@@ -243,8 +248,8 @@ def main():
         contenders = {"mlbh": mlbh_contender(config, data)}
         for threshold in filter(None, args.parallel_min_work.split(",")):
             contenders[f"mlbh split>={threshold}"] = with_parallel_min_work(mlbh_contender(config, data), int(threshold))
-        if args.own_gemm:
-            contenders["mlbh own GEMM"] = with_own_gemm(mlbh_contender(config, data))
+        if args.race_gemm:
+            contenders[f"mlbh {args.race_gemm}"] = with_gemm(mlbh_contender(config, data), args.race_gemm)
         if torch is not None and not args.no_torch:
             contenders["torch eager"] = torch_contender(config, data, False)
             if not args.no_compile:
