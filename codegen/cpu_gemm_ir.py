@@ -156,6 +156,30 @@ def _a_stride(mr: int, w: int) -> int:
     return -(-mr // w) * w
 
 
+def _heights(mr: int):
+    return [h for h in (8, 4, 2, 1) if h < mr]
+
+
+def _edge(mr: int) -> str:
+    """The last rows of A, fewer than MR, as blocks of the powers of two in their count
+    (11 = 8 + 2 + 1): four register tiles instead of one per count keep the module quick
+    to compile, and each element's sum is the same either way."""
+    L = ["define internal void @edge(i64 %kc, ptr %a, i64 %ars, i64 %acs, ptr %bp, ptr %c, i64 %ldc, i64 %cols, "
+         "i1 %add, i64 %rows) nounwind {", "entry:", "  br label %s0"]
+    heights = _heights(mr)
+    for i, h in enumerate(heights):
+        after = f"s{i + 1}" if i + 1 < len(heights) else "exit"
+        L += [f"s{i}:", f"  %b{i} = and i64 %rows, {h}", f"  %y{i} = icmp ne i64 %b{i}, 0",
+              f"  br i1 %y{i}, label %run{i}, label %{after}",
+              f"run{i}:", f"  %d{i} = and i64 %rows, {-2 * h}",  # the rows done before: the higher bits
+              f"  %ao{i} = mul i64 %d{i}, %ars", f"  %ap{i} = getelementptr float, ptr %a, i64 %ao{i}",
+              f"  %co{i} = mul i64 %d{i}, %ldc", f"  %cp{i} = getelementptr float, ptr %c, i64 %co{i}",
+              f"  call void @micro{h}(i64 %kc, ptr %ap{i}, i64 %ars, i64 %acs, ptr %bp, ptr %cp{i}, i64 %ldc, "
+              "i64 %cols, i1 %add)", f"  br label %{after}"]
+    L += ["exit:", "  ret void", "}"]
+    return "\n".join(L) + "\n"
+
+
 def _block(label: str, var: str, outer: str, bound: str, step, size: str) -> str:
     """The head of a blocked loop: var from 0 by step below bound, this block's size
     (at most step) in %size; its latch is _next_block's."""
@@ -175,10 +199,7 @@ def _driver(mr_max: int, w: int, int_type: str) -> str:
     I = int_type
     widen = "".join(f"  %{v} = sext {I} %{v}_ to i64\n" if I != "i64" else f"  %{v} = add i64 %{v}_, 0\n"
                     for v in ("m", "n", "k", "lda", "ldb", "ldc"))
-    cases = " ".join(f"i64 {r}, label %mk{r}" for r in range(1, mr_max))
-    calls = "\n".join(
-        f"mk{r}:\n  call void @micro{r}(i64 %kc, ptr %ablk, i64 %mrs, i64 %mcs, ptr %bp, ptr %cblk, i64 %ldc, "
-        f"i64 %cols, i1 %add)\n  br label %panel_end" for r in range(1, mr_max + 1))
+    micro_args = "i64 %kc, ptr %ablk, i64 %mrs, i64 %mcs, ptr %bp, ptr %cblk, i64 %ldc, i64 %cols, i1 %add"
     return f"""define void @{FUNCTION}(i32 %order, i32 %ta, i32 %tb, {I} %m_, {I} %n_, {I} %k_, float %alpha, ptr %a, {I} %lda_, ptr %b, {I} %ldb_, float %beta, ptr %c, {I} %ldc_) nounwind {{
 entry:
   %buf = alloca [{KC * nc} x float], align 64
@@ -223,9 +244,16 @@ rowblock_a:
   %bp = getelementptr float, ptr %buf, i64 %bpo
   %cpo = add i64 %crow, %p
   %cblk = getelementptr float, ptr %c, i64 %cpo
-  switch i64 %mr, label %mk{mr_max} [ {cases} ]
+  %whole = icmp eq i64 %mr, {mr_max}
+  br i1 %whole, label %tile, label %edge
 
-{calls}
+tile:
+  call void @micro{mr_max}({micro_args})
+  br label %panel_end
+
+edge:
+  call void @edge({micro_args}, i64 %mr)
+  br label %panel_end
 
 {_next_block("panel", "p", "%ncols", nr, "rowblock_end")}
 {_next_block("rowblock", "i0", "%m", mr_max, "nblock_end")}
@@ -247,4 +275,4 @@ def module_source(features: str, int_type: str = "i64") -> str:
                     "declare i64 @llvm.umin.i64(i64, i64)\n")
     stand_in = (f"define i32 @{THREADS_STAND_IN}(i32 %n) nounwind {{\n  ret i32 1\n}}\n")
     return (f"; mlbh float32 GEMM, {mr} x {2 * w} register tile (codegen/cpu_gemm_ir.py)\n" + declarations
-            + "".join(_micro(r, w) for r in range(1, mr + 1)) + _pack(w) + _pack_a(mr, w) + _driver(mr, w, int_type) + stand_in)
+            + "".join(_micro(r, w) for r in sorted({mr, *_heights(mr)})) + _edge(mr) + _pack(w) + _pack_a(mr, w) + _driver(mr, w, int_type) + stand_in)

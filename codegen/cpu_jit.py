@@ -74,18 +74,22 @@ def load_module(source: str, function_names, pinned=False) -> dict:
     return load_modules([source], function_names, pinned)
 
 
-def load_modules(sources, function_names, pinned=False) -> dict:
+def load_modules(sources, function_names, pinned=False, ahead=()) -> dict:
     """load_module over several modules at once: those neither loaded nor cached compile
-    side by side, one in this process and each other in a forked child."""
+    side by side, one in this process and each other in a forked child. ahead: sources of
+    modules this process loads later, compiled into the cache alongside when missing."""
     engines = _PINNED if pinned else _ENGINES
     keys = [object_key(source) for source in sources]
-    paths = {key: os.path.join(cache_dir(), "cpu", key[:2], key + ".o") for key in keys}
-    objects = {key: read_sealed(paths[key], lambda data: unseal(MAGIC, data))
+    objects = {key: read_sealed(_path(key), lambda data: unseal(MAGIC, data))
                for key in dict.fromkeys(keys) if key not in engines}
     missing = {key: source for key, source in zip(keys, sources) if key in objects and objects[key] is None}
+    later = {object_key(source): source for source in ahead}
+    missing.update({key: source for key, source in later.items()
+                    if key not in _PINNED and key not in _ENGINES and not os.path.exists(_path(key))})
     for key, obj in _compile_side_by_side(missing).items():
-        write_atomically(paths[key], seal(MAGIC, obj))
-        objects[key] = obj
+        write_atomically(_path(key), seal(MAGIC, obj))
+        if key in objects:
+            objects[key] = obj
     llvm = _llvm()
     for key, obj in objects.items():
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_machine())
@@ -98,6 +102,10 @@ def load_modules(sources, function_names, pinned=False) -> dict:
         for name in function_names:
             found[name] = found.get(name) or engine.get_function_address(name)
     return found
+
+
+def _path(key: str) -> str:
+    return os.path.join(cache_dir(), "cpu", key[:2], key + ".o")
 
 
 def _compile_side_by_side(sources: dict) -> dict:

@@ -15,7 +15,7 @@ from mlbh.tracer.errors import MlbhError
 
 from .blas_threads import limit_blas_threads
 from .cpu_gemm import native_gemm
-from .cpu_launch_list import CpuLaunchList, data_pointer
+from .cpu_launch_list import CpuLaunchList, data_pointer, native_sources
 from .cpu_pool import PACKED_ENTRY, fork_join_pool
 from .executable import dot_into
 
@@ -41,11 +41,13 @@ class CpuBackend:
 
     def compile(self, program):
         """Render the program's kernels into LLVM modules (as many as there are cores, for a
-        big program), compile them side by side (or load them from the cache) and bind a
-        ctypes function to each kernel."""
+        big program), compile them side by side (or load them from the cache), with the
+        runtime's own modules that the first call loads, and bind a ctypes function to each
+        kernel."""
         sources, kernels = program_cache.remembered(program, f"cpu/{self.threads}",
                                                     lambda: cpu.render_modules(program.kernels, self.threads))
-        addresses = cpu_jit.load_modules(sources, {ck.name + ".packed" for ck in kernels.values()})
+        addresses = cpu_jit.load_modules(sources, {ck.name + ".packed" for ck in kernels.values()},
+                                         ahead=native_sources(self.threads))
         functions = {name: (addresses[ck.name + ".packed"], PACKED_ENTRY(addresses[ck.name + ".packed"]), ck)
                      for name, ck in kernels.items()}
         return {"sources": sources, "functions": functions}

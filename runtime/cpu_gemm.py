@@ -172,9 +172,21 @@ def native_gemm():
     if found is None:
         return own_gemm()
     gemms, set_threads, int_type = found
-    if "+avx512f" in host_features().split(","):
+    if _own_float32():
         gemms = {**gemms, "float32": _own_kernel(host_features(), int_type)[0]}
     return NativeGemm(gemms, set_threads, int_type)
+
+
+def module_sources() -> list:
+    """The LLVM modules native_gemm() loads, to compile ahead with a program's kernels."""
+    found = _openblas()
+    int_type = "i64" if found is None else found[2]
+    own = [cpu_gemm_ir.module_source(host_features(), int_type)] if found is None or _own_float32() else []
+    return [cpu_blas_call.module_source(int_type), *own]
+
+
+def _own_float32() -> bool:
+    return "+avx512f" in host_features().split(",")
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,8 +19,8 @@ import numpy as np
 from mlbh.codegen import cpu_blas_call, cpu_jit, cpu_launch_list
 from mlbh.codegen.kernel_ir import Kernel
 
-from .cpu_gemm import native_gemm
-from .cpu_pool import fork_join_pool
+from .cpu_gemm import module_sources as gemm_sources, native_gemm
+from .cpu_pool import fork_join_pool, has_workers, module_source as workers_source
 
 _RUNNER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
@@ -33,6 +33,13 @@ def _functions():
     found = cpu_jit.load_module(cpu_launch_list.module_source(), names, pinned=True)
     return (_RUNNER(found[cpu_launch_list.FUNCTION]),
             {size: found[f + ".packed"] for size, f in cpu_launch_list.COPY_FUNCTIONS.items()})
+
+
+def native_sources(cores: int) -> list:
+    """The LLVM modules of the runtime that a launch list loads on its first call (its
+    runner, the GEMMs, the workers), to compile side by side with a program's kernels."""
+    workers = [workers_source()] if has_workers(cores) else []
+    return [cpu_launch_list.module_source(), *gemm_sources(), *workers]
 
 
 def address(array) -> int:

@@ -23,10 +23,14 @@ LINE = 64  # bytes per worker slot: one cache line, so workers never share one
 _POOLS = {}  # pid -> ForkJoinPool
 
 
+def module_source() -> str:
+    """The workers' LLVM module (codegen/cpu_fork_join.py) for this machine."""
+    return cpu_fork_join.module_source(platform.machine())
+
+
 class ForkJoinPool:
     def __init__(self, workers: int):
-        functions = cpu_jit.load_module(cpu_fork_join.module_source(platform.machine()),
-                                        {"mlbh_worker", "mlbh_fork_join", "mlbh_stop"}, pinned=True)
+        functions = cpu_jit.load_module(module_source(), {"mlbh_worker", "mlbh_fork_join", "mlbh_stop"}, pinned=True)
         vp, i64 = ctypes.c_void_p, ctypes.c_int64
         self.fork_join_address = functions["mlbh_fork_join"]
         self._fork_join = ctypes.CFUNCTYPE(None, vp, vp, vp, i64, i64, vp, i64)(self.fork_join_address)
@@ -69,10 +73,16 @@ class ForkJoinPool:
             t.join(timeout=1.0)
 
 
+def has_workers(cores: int) -> bool:
+    """Whether this process runs native workers for `cores` cores: more than one, on Linux
+    on a machine whose futex call cpu_fork_join knows."""
+    return cores >= 2 and sys.platform.startswith("linux") and platform.machine() in cpu_fork_join.SYS_FUTEX
+
+
 def fork_join_pool(cores: int):
     """This process's pool with cores - 1 workers, or None when there is one core or the
     platform has no native workers."""
-    if cores < 2 or not sys.platform.startswith("linux") or platform.machine() not in cpu_fork_join.SYS_FUTEX:
+    if not has_workers(cores):
         return None
     pid = os.getpid()
     pool = _POOLS.get(pid)

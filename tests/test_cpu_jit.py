@@ -95,6 +95,24 @@ def test_a_big_program_compiles_as_modules_side_by_side(tmp_path, monkeypatch):
         "two of the three modules were compiled by forked children"
 
 
+def test_the_runtime_modules_compile_with_the_kernels_not_after_them(tmp_path, monkeypatch):
+    """A cold compile also puts the modules the first call loads (the launch list's runner,
+    the GEMMs, the workers: native_sources) into the cache, compiled by children beside the
+    kernels, and leaves their loading to the runtime."""
+    from mlbh.runtime import cpu_backend
+    from mlbh.runtime.cpu_launch_list import native_sources
+    assert len(native_sources(2)) >= 3
+    compiled_here = _split_three_ways(monkeypatch, tmp_path)
+    later = "define i32 @mlbh_test_later() {\n  ret i32 7\n}\n"  # stands in: the real ones are loaded already
+    monkeypatch.setattr(cpu_backend, "native_sources", lambda cores: [later])
+    vg, args = _block_step(BlockConfig(batch=2, seq=10, width=22, heads=2, vocab=30))
+    step = jit(vg, backend="cpu")
+    assert_same_tree(step(*args), jit(vg, backend="reference")(*args))
+    key = cpu_jit.object_key(later)
+    assert (tmp_path / "cpu" / key[:2] / (key + ".o")).exists()
+    assert later not in compiled_here and key not in cpu_jit._ENGINES and key not in cpu_jit._PINNED
+
+
 def test_a_module_whose_child_fails_is_compiled_by_the_parent(tmp_path, monkeypatch):
     _split_three_ways(monkeypatch, tmp_path)
     parent, real, compiled_here = os.getpid(), cpu_jit.compile_object, []
