@@ -168,25 +168,28 @@ def native_gemm():
     AVX-512 (measured there as fast as OpenBLAS 0.3.31 or faster on every product of the GPT
     step: BENCHMARKS.md, session 15) and wherever numpy's BLAS is not an OpenBLAS with
     per-thread counts; the rest run that OpenBLAS where there is one, else numpy."""
-    found = _openblas()
+    found, int_type, own = _choice()
     if found is None:
         return own_gemm()
-    gemms, set_threads, int_type = found
-    if _own_float32():
+    gemms, set_threads, _ = found
+    if own:
         gemms = {**gemms, "float32": _own_kernel(host_features(), int_type)[0]}
     return NativeGemm(gemms, set_threads, int_type)
 
 
 def module_sources() -> list:
     """The LLVM modules native_gemm() loads, to compile ahead with a program's kernels."""
+    _, int_type, own = _choice()
+    sources = [cpu_blas_call.module_source(int_type)]
+    if own:
+        sources.append(cpu_gemm_ir.module_source(host_features(), int_type))
+    return sources
+
+
+def _choice():
+    """(_openblas(), the BLAS integer type, whether float32 products run the own kernel)."""
     found = _openblas()
-    int_type = "i64" if found is None else found[2]
-    own = [cpu_gemm_ir.module_source(host_features(), int_type)] if found is None or _own_float32() else []
-    return [cpu_blas_call.module_source(int_type), *own]
-
-
-def _own_float32() -> bool:
-    return "+avx512f" in host_features().split(",")
+    return found, "i64" if found is None else found[2], found is None or "+avx512f" in host_features().split(",")
 
 
 @functools.lru_cache(maxsize=None)
